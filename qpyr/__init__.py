@@ -1,0 +1,83 @@
+"""qpyr — quantized image pyramids on Zarr v3.
+
+>>> import qpyr
+>>> store = qpyr.pack(["photo.jpg"], "photos.qpyr")            # doctest: +SKIP
+>>> store.read("photo.jpg", levels=[2])[2].shape                # doctest: +SKIP
+torch.Size([3, 128, 128])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import FORMAT_VERSION, __version__
+from .errors import QpyrError
+
+__all__ = ["__version__", "FORMAT_VERSION", "QpyrError", "pack", "open", "Store"]
+
+
+def pack(
+    inputs: Any,
+    url: str,
+    *,
+    policy: str | None = None,
+    levels: int | None = None,
+    filter: str = "area",
+    min_side: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    append: bool = False,
+    pixel_limit: int | None = None,
+    nonfinite: str = "error",
+    slots_per_task: int | None = None,
+    progress: bool = False,
+    client: Any = None,
+) -> Store:
+    """Pack images into a qpyr store at ``url`` and return it opened.
+
+    Args:
+        inputs: paths, directories, globs, URLs, numpy arrays (``[H, W]`` / ``[H, W, C]``),
+            ``(name, array)`` pairs or a ``{name: array}`` mapping.
+        url: local path or fsspec URL of the store.
+        policy: policy spec ``NAME[:key=value,...]`` (default :data:`qpyr.policy.DEFAULT_POLICY`).
+        levels: levels per item including level 0 (default: halve while the short side stays
+            >= ``min_side`` = 32).
+        overwrite: replace an existing store.
+        append: add the inputs to an existing store.
+        pixel_limit: max pixels per image (default 2**28).
+        nonfinite: ``"error"`` or ``"replace"`` for NaN/Inf in float inputs.
+        progress: show a progress bar.
+        client: a ``dask.distributed.Client``: pack tasks run on its workers.
+    """
+    from .inputs import DEFAULT_PIXEL_LIMIT
+    from .policy import DEFAULT_POLICY
+    from .pyramid import DEFAULT_MIN_SIDE
+    from .writer import DEFAULT_SLOTS_PER_TASK, PackOptions, run_pack
+
+    opts = PackOptions(
+        policy=policy or DEFAULT_POLICY, levels=levels, filter=filter,
+        min_side=min_side or DEFAULT_MIN_SIDE, pixel_limit=pixel_limit or DEFAULT_PIXEL_LIMIT,
+        nonfinite=nonfinite, slots_per_task=slots_per_task or DEFAULT_SLOTS_PER_TASK,
+    )
+    run_pack(inputs, url, opts, storage_options=storage_options, overwrite=overwrite, append=append,
+             progress=progress, client=client)
+    return open(url, storage_options=storage_options)
+
+
+def open(url: str, *, storage_options: dict[str, Any] | None = None) -> Store:  # noqa: A001
+    """Open the qpyr store at ``url`` (local path or fsspec URL)."""
+    from .store import open_store
+
+    return open_store(url, storage_options=storage_options)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Store":
+        from .store import Store
+
+        return Store
+    raise AttributeError(f"module 'qpyr' has no attribute {name!r}")
+
+
+if False:  # pragma: no cover - for type checkers only
+    from .store import Store

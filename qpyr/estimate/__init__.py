@@ -1,0 +1,1 @@
+"""Cost estimation for qpyr stores: provider price tables and cost arithmetic."""

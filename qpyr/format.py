@@ -1,0 +1,267 @@
+"""The qpyr format, version 1: Zarr v3 documents, the manifest, the catalog, and their checks.
+
+See ``spec/format.md`` for the normative text. This module builds the ``zarr.json`` documents
+the writer emits, validates a manifest read from an untrusted store (types, ranges and limits
+checked *before* anything is allocated), and reads/writes the catalog arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from ._version import FORMAT_VERSION
+from .errors import FormatError, UnsupportedVersionError
+from .layout import BucketSpec
+from .shard import add_crc, strip_crc
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MANIFEST_KEY",
+    "LIMITS",
+    "check_version",
+    "validate_manifest",
+    "group_doc",
+    "bucket_data_doc",
+    "plain_array_doc",
+    "encode_plain_chunks",
+    "decode_plain_array",
+    "DTYPE_CODES",
+]
+
+#: Root attribute holding the manifest.
+MANIFEST_KEY = "qpyr"
+
+#: Limits a reader enforces on untrusted metadata before allocating (spec/format.md §Limits).
+LIMITS = {
+    "max_items": 2**40,
+    "max_levels": 32,
+    "max_buckets": 1_000_000,
+    "max_side": 2**20,
+    "max_channels": 16,
+    "max_catalog_bytes": 2**34,
+    "max_doc_bytes": 2**28,
+}
+
+#: Source dtypes and their codes in the catalog's ``sources`` table.
+DTYPE_CODES = ["uint8", "uint16", "float32", "float16", "float64", "int8", "int16", "int32",
+               "int64", "uint32", "uint64", "bool"]
+
+_CATALOG_CHUNK_ROWS = 65536
+
+
+def check_version(v: Any, where: str) -> tuple[int, int]:
+    """Parse ``MAJOR.MINOR``; refuse an unknown major, accept newer minors."""
+    if not isinstance(v, str) or v.count(".") != 1:
+        raise FormatError(f"{where}: expected format_version 'MAJOR.MINOR'. Got {v!r}.")
+    try:
+        major, minor = (int(p) for p in v.split("."))
+    except ValueError:
+        raise FormatError(f"{where}: expected format_version 'MAJOR.MINOR'. Got {v!r}.") from None
+    ours = int(FORMAT_VERSION.split(".")[0])
+    if major != ours:
+        raise UnsupportedVersionError(
+            f"{where}: format_version {v} is not supported by this qpyr (reads {ours}.x); "
+            f"{'upgrade qpyr' if major > ours else 'convert the store with an older qpyr'}."
+        )
+    return major, minor
+
+
+# ------------------------------------------------------------------------- zarr docs
+def group_doc(attributes: dict[str, Any] | None = None) -> bytes:
+    d: dict[str, Any] = {"zarr_format": 3, "node_type": "group"}
+    if attributes:
+        d["attributes"] = attributes
+    return json.dumps(d, indent=1, allow_nan=False).encode()
+
+
+def _named(name: str, conf: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "configuration": conf} if conf else {"name": name}
+
+
+def bucket_data_doc(b: BucketSpec, slots: int, dtype: np.dtype[Any], chain: list[dict[str, Any]], attrs: dict[str, Any]) -> bytes:
+    """``zarr.json`` of a bucket's data array: ``[slots, C, H, W']`` sharded, crc32c per chunk."""
+    th, _ = b.chunk_hw
+    sh, sw_px = b.shard_hw
+    sw = (sw_px + 1) // 2 if b.packed else sw_px
+    k = b.items_per_shard
+    d = {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": [slots, b.channels, b.height, b.stored_width],
+        "data_type": np.dtype(dtype).name,
+        "chunk_grid": _named("regular", {"chunk_shape": [k, b.channels, sh, sw]}),
+        "chunk_key_encoding": _named("default", {"separator": "/"}),
+        "fill_value": 0,
+        "codecs": [
+            _named("sharding_indexed", {
+                "chunk_shape": [1, b.channels, th, b.stored_chunk_w],
+                "codecs": chain + [{"name": "crc32c"}],
+                "index_codecs": [_named("bytes", {"endian": "little"}), {"name": "crc32c"}],
+                "index_location": "end",
+            })
+        ],
+        "attributes": attrs,
+        "dimension_names": ["slot", "channel", "y", "x"],
+    }
+    return json.dumps(d, indent=1, allow_nan=False).encode()
+
+
+def plain_array_doc(shape: list[int], chunks: list[int], dtype: np.dtype[Any], dims: list[str], attrs: dict[str, Any] | None = None) -> bytes:
+    """``zarr.json`` of a small unsharded array (catalog columns, qparams) with zstd + crc32c."""
+    dt = np.dtype(dtype)
+    bytes_codec = _named("bytes", {"endian": "little"}) if dt.itemsize > 1 else {"name": "bytes"}
+    d: dict[str, Any] = {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": shape,
+        "data_type": dt.name,
+        "chunk_grid": _named("regular", {"chunk_shape": chunks}),
+        "chunk_key_encoding": _named("default", {"separator": "/"}),
+        "fill_value": 0,
+        "codecs": [bytes_codec, _named("zstd", {"level": 3, "checksum": False}), {"name": "crc32c"}],
+        "dimension_names": dims,
+    }
+    if attrs:
+        d["attributes"] = attrs
+    return json.dumps(d, indent=1, allow_nan=False).encode()
+
+
+def encode_plain_chunk(a: np.ndarray) -> bytes:
+    import zstandard
+
+    le = a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype
+    return add_crc(zstandard.ZstdCompressor(level=3).compress(np.ascontiguousarray(a, dtype=le).tobytes()))
+
+
+def encode_plain_chunks(a: np.ndarray, chunk_rows: int) -> dict[str, bytes]:
+    """Chunk objects (key relative to the array) of an array chunked only along axis 0."""
+    out: dict[str, bytes] = {}
+    rest = "/0" * (a.ndim - 1)
+    for i in range(0, max(a.shape[0], 1), chunk_rows):
+        block = a[i:i + chunk_rows]
+        if block.shape[0] < chunk_rows:  # Zarr chunks are full-size: pad the last one
+            pad = np.zeros((chunk_rows - block.shape[0],) + a.shape[1:], a.dtype)
+            block = np.concatenate([block, pad])
+        out[f"c/{i // chunk_rows}{rest}"] = encode_plain_chunk(block)
+    return out
+
+
+def decode_plain_chunk(data: bytes, shape: tuple[int, ...], dtype: np.dtype[Any], where: str) -> np.ndarray:
+    import zstandard
+
+    body = strip_crc(data, where)
+    dt = np.dtype(dtype)
+    n = int(np.prod(shape)) * dt.itemsize
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(body, max_output_size=n)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"{where}: corrupt chunk ({e}).") from e
+    if len(raw) != n:
+        raise FormatError(f"{where}: chunk holds {len(raw)} bytes; expected {n}.")
+    le = dt.newbyteorder("<") if dt.itemsize > 1 else dt
+    return np.frombuffer(raw, dtype=le).reshape(shape)
+
+
+def decode_plain_array(chunks: list[bytes], rows: int, chunk_rows: int, tail: tuple[int, ...], dtype: np.dtype[Any], where: str) -> np.ndarray:
+    parts = [decode_plain_chunk(c, (chunk_rows,) + tail, dtype, f"{where} chunk {i}") for i, c in enumerate(chunks)]
+    if not parts:
+        return np.zeros((0,) + tail, dtype)
+    return np.concatenate(parts)[:rows]
+
+
+CATALOG_CHUNK_ROWS = _CATALOG_CHUNK_ROWS
+
+
+# ------------------------------------------------------------------------- manifest checks
+def _req(d: Any, key: str, typ: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(d, dict):
+        raise FormatError(f"{where}: expected an object. Got {type(d).__name__}.")
+    if key not in d:
+        raise FormatError(f"{where}: missing required field {key!r}.")
+    v = d[key]
+    if isinstance(v, bool) and typ is not bool and bool not in (typ if isinstance(typ, tuple) else (typ,)):
+        raise FormatError(f"{where}.{key}: expected {getattr(typ, '__name__', typ)}. Got a boolean.")
+    if not isinstance(v, typ):
+        raise FormatError(f"{where}.{key}: expected {getattr(typ, '__name__', typ)}. Got {type(v).__name__}.")
+    return v
+
+
+def _int_in(d: Any, key: str, lo: int, hi: int, where: str) -> int:
+    v = _req(d, key, int, where)
+    if not lo <= v <= hi:
+        raise FormatError(f"{where}.{key}: expected an integer in {lo}..{hi}. Got {v}.")
+    return int(v)
+
+
+_MANIFEST_FIELDS = {
+    "format_version", "writer", "generation", "items", "levels", "policy", "filter", "tasks",
+    "slots_per_task", "encodings", "buckets", "level_summary", "catalog", "total_bytes",
+    "created", "optional",
+}
+_BUCKET_FIELDS = {"path", "level", "encoding", "channels", "height", "width", "packed", "itemsize",
+                  "slots_per_task", "slots", "dtype", "stored_bytes", "params_shape"}
+
+
+def validate_manifest(m: Any, where: str) -> dict[str, Any]:
+    """Check a manifest from an untrusted store; returns it unchanged when valid.
+
+    Unknown fields fail unless listed in ``optional`` (additive minor versions list the
+    fields an older reader may ignore).
+    """
+    if not isinstance(m, dict):
+        raise FormatError(f"{where}: manifest is not a JSON object.")
+    check_version(m.get("format_version"), where)
+    optional = m.get("optional", [])
+    if not isinstance(optional, list) or not all(isinstance(x, str) for x in optional):
+        raise FormatError(f"{where}.optional: expected a list of field names.")
+    unknown = set(m) - _MANIFEST_FIELDS - set(optional)
+    if unknown:
+        raise FormatError(f"{where}: unknown required manifest field(s) {sorted(unknown)}; upgrade qpyr.")
+    _int_in(m, "items", 0, LIMITS["max_items"], where)
+    _int_in(m, "levels", 0, LIMITS["max_levels"], where)
+    _int_in(m, "tasks", 0, 2**40, where)
+    _int_in(m, "slots_per_task", 1, 2**20, where)
+    _int_in(m, "total_bytes", 0, 2**62, where)
+    _req(m, "policy", str, where)
+    encs = _req(m, "encodings", dict, where)
+    buckets = _req(m, "buckets", list, where)
+    if len(buckets) > LIMITS["max_buckets"]:
+        raise FormatError(f"{where}.buckets: {len(buckets)} buckets exceeds the limit {LIMITS['max_buckets']}.")
+    for i, b in enumerate(buckets):
+        w = f"{where}.buckets[{i}]"
+        if not isinstance(b, dict):
+            raise FormatError(f"{w}: expected an object.")
+        extra = set(b) - _BUCKET_FIELDS
+        if extra:
+            raise FormatError(f"{w}: unknown field(s) {sorted(extra)}.")
+        _int_in(b, "level", 0, LIMITS["max_levels"] - 1, w)
+        _int_in(b, "channels", 1, LIMITS["max_channels"], w)
+        _int_in(b, "height", 1, LIMITS["max_side"], w)
+        _int_in(b, "width", 1, LIMITS["max_side"], w)
+        _int_in(b, "itemsize", 1, 8, w)
+        _int_in(b, "slots_per_task", 1, 2**20, w)
+        _int_in(b, "slots", 0, 2**50, w)
+        _req(b, "packed", bool, w)
+        _req(b, "dtype", str, w)
+        enc = _req(b, "encoding", str, w)
+        if enc not in encs:
+            raise FormatError(f"{w}.encoding: {enc!r} is not in the manifest's encodings.")
+        p = _req(b, "path", str, w)
+        if p != BucketSpec.from_dict(b).path:
+            raise FormatError(f"{w}.path: {p!r} does not match the bucket's geometry.")
+    cat = _req(m, "catalog", dict, where)
+    _int_in(cat, "chunk_rows", 1, 2**24, f"{where}.catalog")
+    _int_in(cat, "name_bytes", 0, LIMITS["max_catalog_bytes"], f"{where}.catalog")
+    ls = _req(m, "level_summary", list, where)
+    if len(ls) > LIMITS["max_levels"]:
+        raise FormatError(f"{where}.level_summary: too many levels ({len(ls)}).")
+    return m
+
+
+def json_float(x: float) -> float | None:
+    """JSON has no inf/nan: encode them as null (lossless levels have PSNR = inf)."""
+    return None if (x is None or not math.isfinite(x)) else float(x)

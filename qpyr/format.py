@@ -52,6 +52,10 @@ DTYPE_CODES = ["uint8", "uint16", "float32", "float16", "float64", "int8", "int1
 
 _CATALOG_CHUNK_ROWS = 65536
 
+#: Sample types a data array may hold (numpy names; bfloat16 is stored as uint16, 4-bit as uint8).
+STORED_DTYPES = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
+                 "float16", "float32", "float64"}
+
 
 def check_version(v: Any, where: str) -> tuple[int, int]:
     """Parse ``MAJOR.MINOR``; refuse an unknown major, accept newer minors."""
@@ -202,7 +206,7 @@ _MANIFEST_FIELDS = {
     "slots_per_task", "encodings", "buckets", "level_summary", "catalog", "total_bytes",
     "created", "optional",
 }
-_BUCKET_FIELDS = {"path", "level", "encoding", "channels", "height", "width", "packed", "itemsize",
+_BUCKET_FIELDS = {"path", "level", "encoding", "channels", "height", "width", "packed",
                   "slots_per_task", "slots", "dtype", "stored_bytes", "params_shape"}
 
 
@@ -242,11 +246,11 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
         _int_in(b, "channels", 1, LIMITS["max_channels"], w)
         _int_in(b, "height", 1, LIMITS["max_side"], w)
         _int_in(b, "width", 1, LIMITS["max_side"], w)
-        _int_in(b, "itemsize", 1, 8, w)
         _int_in(b, "slots_per_task", 1, 2**20, w)
         _int_in(b, "slots", 0, 2**50, w)
         _req(b, "packed", bool, w)
-        _req(b, "dtype", str, w)
+        if _req(b, "dtype", str, w) not in STORED_DTYPES:
+            raise FormatError(f"{w}.dtype: expected one of {sorted(STORED_DTYPES)}. Got {b['dtype']!r}.")
         enc = _req(b, "encoding", str, w)
         if enc not in encs:
             raise FormatError(f"{w}.encoding: {enc!r} is not in the manifest's encodings.")

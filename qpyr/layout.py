@@ -54,12 +54,16 @@ class BucketSpec:
     height: int  # size class along H (logical samples)
     width: int   # size class along W (logical samples, before nibble packing)
     packed: bool
-    itemsize: int
+    dtype: str   # numpy name of the stored sample type (lossless levels keep the source's)
     slots_per_task: int
 
     @property
     def path(self) -> str:
-        return f"levels/{self.level}/{self.encoding_id}/c{self.channels}_h{self.height}_w{self.width}"
+        return f"levels/{self.level}/{self.encoding_id}/{self.dtype}_c{self.channels}_h{self.height}_w{self.width}"
+
+    @property
+    def itemsize(self) -> int:
+        return int(np.dtype(self.dtype).itemsize)
 
     @property
     def chunk_hw(self) -> tuple[int, int]:
@@ -111,7 +115,7 @@ class BucketSpec:
         return {
             "path": self.path, "level": self.level, "encoding": self.encoding_id,
             "channels": self.channels, "height": self.height, "width": self.width,
-            "packed": self.packed, "itemsize": self.itemsize, "slots_per_task": self.slots_per_task,
+            "packed": self.packed, "dtype": self.dtype, "slots_per_task": self.slots_per_task,
         }
 
     @classmethod
@@ -119,7 +123,7 @@ class BucketSpec:
         b = cls(
             level=int(d["level"]), encoding_id=str(d["encoding"]), channels=int(d["channels"]),
             height=int(d["height"]), width=int(d["width"]), packed=bool(d["packed"]),
-            itemsize=int(d["itemsize"]), slots_per_task=int(d["slots_per_task"]),
+            dtype=str(d["dtype"]), slots_per_task=int(d["slots_per_task"]),
         )
         return b
 
@@ -137,6 +141,3 @@ class BucketSpec:
         k, ny, nx = self.chunks_per_shard
         return k * ny * nx
 
-
-def storage_itemsize(dtype: np.dtype[Any]) -> int:
-    return int(np.dtype(dtype).itemsize)

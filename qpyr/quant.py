@@ -302,17 +302,21 @@ class Quantizer:
         else:
             lo = g.min(axis=-1).astype(np.float32)
             hi = g.max(axis=-1).astype(np.float32)
+        # Scale floor: at least max(|lo|, |hi|) * 2**-15 (and the smallest normal float32),
+        # so |zero_point| stays below 2**16 and float32 decode keeps sub-step precision even
+        # for data with a large offset and a tiny range (images in [0, 1] never hit it).
+        amax = np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64)
+        floor = np.maximum(amax * 2.0**-15, np.finfo(np.float32).tiny)
         if self.scheme is Scheme.SYMMETRIC:
-            amax = np.maximum(np.abs(lo), np.abs(hi))
-            scale = np.where(amax > 0, amax / np.float32(qmax), np.float32(1.0)).astype(np.float32)
+            scale = np.maximum(amax / qmax, floor).astype(np.float32)
             zp = np.zeros_like(scale)
         else:
-            span = hi - lo
-            scale = np.where(span > 0, span / np.float32(qmax - qmin), np.float32(1.0)).astype(np.float32)
-            zp = (np.float32(qmin) - lo / scale).astype(np.float32)
-        s_full = self._expand(scale, x.shape)
-        z_full = self._expand(zp, x.shape)
-        q = np.clip(np.rint(x / s_full + z_full), qmin, qmax)
+            span = hi.astype(np.float64) - lo.astype(np.float64)
+            scale = np.maximum(span / (qmax - qmin), floor).astype(np.float32)
+            zp = (qmin - lo.astype(np.float64) / scale.astype(np.float64)).astype(np.float32)
+        s_full = self._expand(scale, x.shape).astype(np.float64)
+        z_full = self._expand(zp, x.shape).astype(np.float64)
+        q = np.clip(np.rint(x.astype(np.float64) / s_full + z_full), qmin, qmax)
         store_dt = np.int8 if self.dtype in (StoredType.INT8, StoredType.INT4) else np.uint8
         params = np.stack([scale, zp]).astype(np.float32)
         if self.granularity is Granularity.LEVEL:
@@ -340,7 +344,9 @@ class Quantizer:
             source units otherwise.
         """
         if self.dtype is StoredType.SOURCE:
-            out = stored.to(torch.float32)
+            # float64 and wide integer sources decode in float64 so read(dtype=float64) is exact
+            wide = stored.dtype in (torch.float64, torch.int32, torch.int64)
+            out = stored.to(torch.float64 if wide else torch.float32)
             return out * value_scale if value_scale != 1.0 else out
         if self.dtype is StoredType.BFLOAT16:
             return bf16_decode(stored)

@@ -192,7 +192,7 @@ def pack_task(
             sdt = q.storage_dtype(src_dt)
             spec = BucketSpec(
                 level=li, encoding_id=enc.id, channels=c, height=size_class(h), width=size_class(w),
-                packed=q.is_packed, itemsize=sdt.itemsize, slots_per_task=options.slots_per_task,
+                packed=q.is_packed, dtype=sdt.name, slots_per_task=options.slots_per_task,
             )
             acc = accs.get(spec.path)
             if acc is None:
@@ -217,7 +217,6 @@ def pack_task(
         acc.flush(ostore)
         objects.update(acc.objects)
         d = acc.spec.to_dict()
-        d["dtype"] = acc.dtype.name
         d["params_shape"] = list(acc.pshape) if acc.pshape is not None else None
         buckets[path] = d
     receipt = {"task": task, "items": items, "buckets": buckets, "encodings": encodings, "objects": objects}

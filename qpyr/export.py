@@ -1,0 +1,118 @@
+"""``unpack``: decode items' levels to image files (PNG / TIFF / NPY) under one directory.
+
+Integer sources are written back in their source dtype (``round(value / value_scale)``), so a
+lossless store unpacks bit-exact. Float sources are written as float32 (TIFF / NPY only).
+Output paths come from stored item names, which are untrusted: :func:`safe_relpath` maps any
+name to a path strictly inside the output directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import InputError, ItemNotFoundError
+from .quant import value_scale_for
+from .store import Store
+
+__all__ = ["FORMATS", "safe_relpath", "to_source_array", "unpack"]
+
+FORMATS = ("png", "tiff", "npy")
+
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+_BAD_CHARS = re.compile(r'[\x00-\x1f<>:"|?*]')
+
+
+def safe_relpath(name: str) -> str:
+    """Map an untrusted item name to a relative path with no ``..``, root, drive, NUL or
+    reserved component. Never empty."""
+    parts = []
+    for part in re.split(r"[\\/]+", name):
+        part = _BAD_CHARS.sub("_", part).strip(" .")
+        if not part or part in (".", ".."):
+            continue
+        if part.split(".")[0].lower() in _RESERVED:
+            part = "_" + part
+        parts.append(part[:200])
+    return "/".join(parts) or "_"
+
+
+def to_source_array(t: torch.Tensor, source_dtype: str) -> np.ndarray:
+    """Decoded ``Tensor[C, H, W]`` → ``[H, W, C]`` numpy in the source dtype (ints rounded and
+    clipped) or float32 for float sources."""
+    a = t.detach().to("cpu", torch.float64).numpy()
+    dt = np.dtype(source_dtype)
+    if dt.kind in "iub":
+        vs = value_scale_for(dt)
+        info = np.iinfo(dt) if dt.kind != "b" else np.iinfo(np.uint8)
+        a = np.clip(np.rint(a / vs), info.min, info.max).astype(dt if dt.kind != "b" else np.uint8)
+    else:
+        a = a.astype(np.float32)
+    return np.moveaxis(a, 0, -1)
+
+
+def _write(path: str, arr: np.ndarray, fmt: str) -> None:
+    tmp = path + ".partial"
+    if fmt == "npy":
+        with open(tmp, "wb") as f:
+            np.save(f, arr, allow_pickle=False)
+    elif fmt == "tiff":
+        import tifffile
+
+        tifffile.imwrite(tmp, arr, photometric="rgb" if arr.shape[-1] in (3, 4) else "minisblack")
+    else:
+        import imagecodecs
+
+        a = arr[..., 0] if arr.shape[-1] == 1 else arr
+        with open(tmp, "wb") as f:
+            f.write(imagecodecs.png_encode(np.ascontiguousarray(a)))
+    os.replace(tmp, path)
+
+
+def unpack(
+    store: Store,
+    out_dir: str,
+    *,
+    levels: Sequence[int] | None = None,
+    items: Sequence[str] | None = None,
+    fmt: str = "png",
+    on_item: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Write ``<out_dir>/<item name>_l<level>.<ext>`` files; returns the paths written."""
+    if fmt not in FORMATS:
+        raise InputError(f"Expected --format one of {', '.join(FORMATS)}. Got {fmt!r}.")
+    names = list(items) if items else store.names
+    for n in names:
+        store._item(n)  # fail early on unknown names
+    root = os.path.realpath(out_dir)
+    os.makedirs(root, exist_ok=True)
+    written = []
+    ext = {"png": "png", "tiff": "tif", "npy": "npy"}[fmt]
+    for name in names:
+        info = store.item_info(name)
+        src = info["dtype"]
+        if fmt == "png" and src not in ("uint8", "uint16", "bool"):
+            raise InputError(f"Item {name!r} has a {src} source, which PNG cannot hold; use --format tiff or npy.")
+        nl = len(info["levels"])
+        want = list(range(nl)) if levels is None else list(levels)
+        for li in want:
+            if not 0 <= li < nl:
+                raise ItemNotFoundError(f"Item {name!r} has levels 0..{nl - 1}; --level {li} was asked for.")
+        rel = safe_relpath(name)
+        stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
+        for li in want:
+            t = store.read(name, [li])[li]
+            arr = to_source_array(t, src)
+            path = os.path.realpath(os.path.join(root, f"{stem}_l{li}.{ext}"))
+            if os.path.commonpath([root, path]) != root:
+                raise InputError(f"Item name {name!r} maps outside the output directory; refusing to write it.")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            _write(path, arr, fmt)
+            written.append(path)
+        if on_item:
+            on_item(name)
+    return written

@@ -90,7 +90,8 @@ def unpack(
         store._item(n)  # fail early on unknown names
     root = os.path.realpath(out_dir)
     os.makedirs(root, exist_ok=True)
-    written = []
+    written: list[str] = []
+    used: set[str] = set()
     ext = {"png": "png", "tiff": "tif", "npy": "npy"}[fmt]
     for name in names:
         info = store.item_info(name)
@@ -104,6 +105,9 @@ def unpack(
                 raise ItemNotFoundError(f"Item {name!r} has levels 0..{nl - 1}; --level {li} was asked for.")
         rel = safe_relpath(name)
         stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
+        if stem.lower() in used:  # two names sanitized to the same path: keep both
+            stem = f"{stem}~{store._item(name)}"
+        used.add(stem.lower())
         for li in want:
             t = store.read(name, [li])[li]
             arr = to_source_array(t, src)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob as _glob
 import io
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -219,11 +220,15 @@ def _decode_image(data: bytes, where: str, pixel_limit: int) -> np.ndarray:
     Image.MAX_IMAGE_PIXELS = max(pixel_limit, 1)
     try:
         try:
-            im = Image.open(io.BytesIO(data))
+            with warnings.catch_warnings():  # our own limit check below gives the clear error
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as e:
             raise InputError(f"{where}: not a readable image (unknown or corrupt format).") from e
         except Image.DecompressionBombError as e:
             raise PixelLimitError(f"{where}: {e}") from e
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
+            raise InputError(f"{where}: truncated or corrupt image ({e}).") from e
         w, h = im.size
         if w * h > pixel_limit:
             raise PixelLimitError(
@@ -238,7 +243,7 @@ def _decode_image(data: bytes, where: str, pixel_limit: int) -> np.ndarray:
                 return arr
         try:
             im.load()
-        except (OSError, SyntaxError, ValueError) as e:
+        except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise InputError(f"{where}: truncated or corrupt image ({e}).") from e
         mode = im.mode
         if mode == "P":

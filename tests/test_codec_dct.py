@@ -1,0 +1,304 @@
+"""Tests for the qpyr.dct codec (qpyr/codecs/dct.py) and its colour maths (qpyr/codecs/color.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from qpyr.codecs import color
+from qpyr.codecs.dct import ZIGZAG, DctCodec, DctCoefficients, ijg_tables
+from qpyr.errors import CodecError
+
+VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors" / "dct"
+
+
+def _photo(h: int = 96, w: int = 128) -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[100 : 100 + h, 180 : 180 + w].transpose(2, 0, 1))
+
+
+# -- round trips -----------------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    c=st.integers(1, 4),
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    chroma=st.sampled_from(["420", "444"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_round_trip_any_shape(c: int, h: int, w: int, chroma: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (c, h, w), dtype=np.uint8)
+    if chroma == "420" and c == 3:
+        x[1] = x[2] = x[0]  # grey: no chroma for 4:2:0 to lose
+    codec = DctCodec(quality=100, chroma=chroma)  # type: ignore[arg-type]
+    y = codec.decode(codec.encode(x), x.shape)
+    assert y.dtype == np.uint8 and y.shape == x.shape
+    err = np.abs(y.astype(np.int64) - x)
+    # all quantisation steps are 1: each coefficient is off by <= 1/2 (a little more after RDO)
+    assert err.max() <= 8
+    assert err.mean() <= 1.5
+
+
+@settings(max_examples=20, deadline=None)
+@given(h=st.integers(1, 50), w=st.integers(1, 50), chroma=st.sampled_from(["420", "444"]))
+def test_smooth_image_bounded_error_with_edges(h: int, w: int, chroma: str) -> None:
+    yy, xx = np.mgrid[0:h, 0:w]
+    x = np.stack([(2 * yy + 3 * xx) % 256, 128 + 0 * xx, (255 - 3 * yy) % 256]).astype(np.uint8)
+    x = np.clip(x, 0, 255).astype(np.uint8)
+    smooth = np.stack([np.full((h, w), v, np.uint8) for v in (30, 140, 220)])
+    codec = DctCodec(quality=90, chroma=chroma)  # type: ignore[arg-type]
+    y = codec.decode(codec.encode(smooth), smooth.shape)
+    assert np.abs(y.astype(int) - smooth).max() <= 2  # padding leaves no edge artefacts
+    assert codec.decode(codec.encode(x), x.shape).shape == x.shape
+
+
+def test_quality_monotone_on_photo() -> None:
+    from skimage.metrics import structural_similarity
+
+    x = _photo()
+    sizes, ssims = [], []
+    for q in (20, 40, 60, 80, 95):
+        codec = DctCodec(quality=q)
+        b = codec.encode(x)
+        y = codec.decode(b, x.shape)
+        sizes.append(len(b))
+        ssims.append(
+            structural_similarity(
+                x.transpose(1, 2, 0),
+                y.transpose(1, 2, 0),
+                channel_axis=-1,
+                data_range=255,
+                gaussian_weights=True,
+                sigma=1.5,
+                use_sample_covariance=False,
+            )
+        )
+    assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    assert ssims == sorted(ssims)
+    assert ssims[-1] > 0.97
+
+
+def _numpy_reconstruct(p: DctCoefficients) -> np.ndarray:
+    """Independent float64 numpy reference of the torch half (spec/codecs/dct.md §5)."""
+    n = np.arange(8)
+    d = np.cos((2 * n[None, :] + 1) * n[:, None] * np.pi / 16) * np.sqrt(2 / 8)
+    d[0] /= np.sqrt(2)
+    planes = []
+    for coef, t in zip(p.planes, p.plane_table, strict=False):
+        by, bx, _ = coef.shape
+        blocks = (coef.astype(np.float64) * p.tables[t]).reshape(by, bx, 8, 8)
+        pix = np.einsum("ku,yxkl,lv->yxuv", d, blocks, d) + 128
+        planes.append(pix.transpose(0, 2, 1, 3).reshape(by * 8, bx * 8))
+    c, h, w = p.shape
+    if not p.ycbcr:
+        return np.clip(np.stack(planes)[:, :h, :w], 0, 255)
+    y, cb, cr = planes
+    if p.chroma420:
+
+        def up(a: np.ndarray, axis: int) -> np.ndarray:
+            a = np.moveaxis(a, axis, 0)
+            prev = np.concatenate([a[:1], a[:-1]])
+            nxt = np.concatenate([a[1:], a[-1:]])
+            out = np.stack([0.75 * a + 0.25 * prev, 0.75 * a + 0.25 * nxt], 1)
+            return np.moveaxis(out.reshape(-1, *a.shape[1:]), 0, axis)
+
+        cb, cr = (up(up(ch, 0), 1) for ch in (cb, cr))
+    rgb = np.stack(
+        [
+            y + 1.402 * (cr - 128),
+            y - 0.344136286 * (cb - 128) - 0.714136286 * (cr - 128),
+            y + 1.772 * (cb - 128),
+        ]
+    )
+    return np.clip(rgb[:, :h, :w], 0, 255)
+
+
+@pytest.mark.parametrize("chroma", ["420", "444"])
+@pytest.mark.parametrize("shape", [(3, 37, 45), (1, 20, 9), (4, 8, 8)])
+def test_torch_reconstruct_matches_numpy_reference(chroma: str, shape: tuple[int, int, int]) -> None:
+    x = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    x[:, : shape[1] // 2] = _photo(shape[1], shape[2])[: shape[0], : shape[1] // 2] if shape[0] <= 3 else 7
+    codec = DctCodec(quality=70, chroma=chroma)  # type: ignore[arg-type]
+    data = codec.encode(x)
+    payload = codec.decode_coefficients(data, shape)
+    ref = _numpy_reconstruct(payload)
+    got = codec.reconstruct(payload, "cpu")
+    assert got.dtype == torch.float32 and tuple(got.shape) == shape
+    np.testing.assert_allclose(got.numpy(), ref, atol=2e-3)
+    dec = codec.decode(data, shape)
+    np.testing.assert_array_equal(dec, got.round().to(torch.uint8).numpy())
+    assert np.abs(dec.astype(int) - np.round(ref)).max() <= 1
+
+
+def test_payload_is_compact_int16() -> None:
+    x = _photo(32, 48)
+    codec = DctCodec(quality=50)
+    p = codec.decode_coefficients(codec.encode(x), x.shape)
+    assert [q.shape for q in p.planes] == [(4, 6, 64), (2, 3, 64), (2, 3, 64)]
+    assert all(q.dtype == np.int16 for q in p.planes)
+    np.testing.assert_array_equal(p.tables, ijg_tables(50))
+
+
+def test_color_round_trip_and_filters() -> None:
+    rgb = torch.rand(2, 3, 6, 10) * 255
+    torch.testing.assert_close(color.ycbcr_to_rgb(color.rgb_to_ycbcr(rgb)), rgb, atol=1e-3, rtol=0)
+    ramp = torch.arange(16.0).repeat(1, 1, 8, 1)  # linear ramp along W survives down/up
+    back = color.upsample_420(color.downsample_420(ramp), 8, 16)
+    torch.testing.assert_close(back[..., 3:-3], ramp[..., 3:-3])  # edges are replicated
+    grey = torch.full((1, 3, 2, 2), 77.0)
+    torch.testing.assert_close(color.rgb_to_ycbcr(grey)[0, :, 0, 0], torch.tensor([77.0, 128, 128]))
+
+
+def test_zigzag_is_jpeg_order() -> None:
+    assert ZIGZAG[:10].tolist() == [0, 1, 8, 16, 9, 2, 3, 10, 17, 24]
+    assert sorted(ZIGZAG.tolist()) == list(range(64)) and ZIGZAG[-1] == 63
+
+
+# -- validation, config ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "word"),
+    [
+        ({"quality": 0}, "quality"),
+        ({"quality": 101}, "quality"),
+        ({"quality": 1.5}, "quality"),
+        ({"quality": True}, "quality"),
+        ({"chroma": "422"}, "chroma"),
+        ({"tables": [[1] * 63]}, "tables"),
+        ({"tables": [[1] * 64] * 3}, "tables"),
+        ({"tables": [[0] * 64]}, "tables"),
+        ({"tables": [[65536] * 64]}, "tables"),
+        ({"tables": [[1.5] * 64]}, "tables"),
+        ({"rdo": "yes"}, "rdo"),
+    ],
+)
+def test_constructor_rejects(kwargs: dict, word: str) -> None:
+    with pytest.raises(ValueError, match=word):
+        DctCodec(**kwargs)
+
+
+def test_constructor_is_keyword_only_and_frozen() -> None:
+    with pytest.raises(TypeError):
+        DctCodec(90)  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DctCodec().quality = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "codec",
+    [
+        DctCodec(),
+        DctCodec(quality=33, chroma="444", rdo=False),
+        DctCodec(tables=[list(range(1, 65))]),
+        DctCodec(tables=np.stack([np.arange(1, 65), np.arange(64, 0, -1)])),
+    ],
+)
+def test_config_round_trip(codec: DctCodec) -> None:
+    d = codec.to_dict()
+    assert d["name"] == "qpyr.dct"
+    assert DctCodec.from_dict(json.loads(json.dumps(d))) == codec
+
+
+def test_config_defaults_left_out_and_unknown_rejected() -> None:
+    assert DctCodec().to_dict() == {"name": "qpyr.dct", "configuration": {}}
+    with pytest.raises(ValueError, match="level"):
+        DctCodec.from_dict({"name": "qpyr.dct", "configuration": {"level": 3}})
+    with pytest.raises(ValueError):
+        DctCodec.from_dict({"name": "qpyr.zstd", "configuration": {}})
+
+
+def test_explicit_tables_used() -> None:
+    x = _photo(16, 16)
+    coarse = DctCodec(tables=[[200] * 64])
+    fine = DctCodec(tables=[[1] * 64, [2] * 64])
+    assert len(coarse.encode(x)) < len(fine.encode(x))
+    p = fine.decode_coefficients(fine.encode(x), x.shape)
+    assert p.tables.tolist() == [[1] * 64, [2] * 64]
+
+
+def test_encode_rejects_bad_input() -> None:
+    codec = DctCodec()
+    for bad in (np.zeros((3, 4, 4), np.float32), np.zeros((4, 4), np.uint8), np.zeros((3, 0, 4), np.uint8)):
+        with pytest.raises(ValueError):
+            codec.encode(bad)
+
+
+# -- corrupt input ---------------------------------------------------------------------------
+
+
+def test_shape_mismatch_raises_before_decoding() -> None:
+    x = _photo(16, 24)
+    data = DctCodec().encode(x)
+    with pytest.raises(CodecError, match="shape"):
+        DctCodec().decode(data, (3, 16, 25))
+    with pytest.raises(CodecError):
+        DctCodec().decode(data, (3, 100000, 100000))
+
+
+_FUZZ_BASE = [
+    DctCodec(quality=q, chroma=ch).encode(np.random.default_rng(q).integers(0, 256, s, dtype=np.uint8))  # type: ignore[arg-type]
+    for q, ch, s in ((50, "420", (3, 16, 16)), (90, "444", (1, 9, 13)), (75, "420", (4, 8, 20)))
+]
+_FUZZ_SHAPES = [(3, 16, 16), (1, 9, 13), (4, 8, 20)]
+
+
+def _decode_or_codec_error(data: bytes, shape: tuple[int, int, int]) -> None:
+    try:
+        out = DctCodec().decode(data, shape)
+    except CodecError:
+        return
+    assert out.shape == shape and out.dtype == np.uint8
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.binary(max_size=300), which=st.integers(0, 2))
+def test_fuzz_random_bytes(data: bytes, which: int) -> None:
+    _decode_or_codec_error(data, _FUZZ_SHAPES[which])
+    _decode_or_codec_error(b"QDCT" + data, _FUZZ_SHAPES[which])
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    which=st.integers(0, 2),
+    edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
+    cut=st.integers(0, 10**6),
+)
+def test_fuzz_mutated_streams(which: int, edits: list[tuple[int, int]], cut: int) -> None:
+    buf = bytearray(_FUZZ_BASE[which])
+    for pos, val in edits:
+        buf[pos % len(buf)] = val
+    if cut % 3 == 0:
+        buf = buf[: cut % len(buf)]
+    _decode_or_codec_error(bytes(buf), _FUZZ_SHAPES[which])
+
+
+# -- golden vectors --------------------------------------------------------------------------
+
+GOLDEN = sorted(p.name for p in VECTORS.glob("*")) if VECTORS.exists() else []
+
+
+def test_golden_vectors_exist() -> None:
+    assert len(GOLDEN) >= 3
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_golden_vector(name: str) -> None:
+    d = VECTORS / name
+    codec = DctCodec.from_dict(json.loads((d / "config.json").read_text()))
+    x = np.load(d / "input.npy")
+    encoded = (d / "encoded.bin").read_bytes()
+    expected = np.load(d / "decoded.npy")
+    np.testing.assert_array_equal(codec.decode(encoded, x.shape), expected)
+    assert codec.encode(x) == encoded

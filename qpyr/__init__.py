@@ -30,6 +30,8 @@ def pack(
     pixel_limit: int | None = None,
     nonfinite: str = "error",
     slots_per_task: int | None = None,
+    min_ssim: Any = None,
+    min_psnr: Any = None,
     progress: bool = False,
     client: Any = None,
 ) -> Store:
@@ -46,6 +48,9 @@ def pack(
         append: add the inputs to an existing store.
         pixel_limit: max pixels per image (default 2**28).
         nonfinite: ``"error"`` or ``"replace"`` for NaN/Inf in float inputs.
+        min_ssim, min_psnr: quality floors, a number (every level) or ``{level: number}``: a
+            lossy level that misses its floor is re-encoded at higher quality or stored
+            lossless; the manifest records the measured quality and the decision.
         progress: show a progress bar.
         client: a ``dask.distributed.Client``: pack tasks run on its workers.
     """
@@ -58,10 +63,21 @@ def pack(
         policy=policy or DEFAULT_POLICY, levels=levels, filter=filter,
         min_side=min_side or DEFAULT_MIN_SIDE, pixel_limit=pixel_limit or DEFAULT_PIXEL_LIMIT,
         nonfinite=nonfinite, slots_per_task=slots_per_task or DEFAULT_SLOTS_PER_TASK,
+        min_ssim=_floor_strings(min_ssim), min_psnr=_floor_strings(min_psnr),
     )
     run_pack(inputs, url, opts, storage_options=storage_options, overwrite=overwrite, append=append,
              progress=progress, client=client)
     return open(url, storage_options=storage_options)
+
+
+def _floor_strings(v: Any) -> tuple[str, ...]:
+    if v is None:
+        return ()
+    if isinstance(v, dict):
+        return tuple(f"{int(k)}:{float(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return tuple(str(x) for x in v)
+    return (str(v),)
 
 
 def open(url: str, *, storage_options: dict[str, Any] | None = None) -> Store:  # noqa: A001

@@ -84,6 +84,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
             min_side=args.min_side, storage_options=_storage_options(args.storage_option),
             overwrite=args.overwrite, append=args.append, pixel_limit=args.max_pixels,
             nonfinite=args.nonfinite, progress=_progress(args), client=client,
+            min_ssim=args.min_ssim, min_psnr=args.min_psnr,
         )
     finally:
         if client is not None:
@@ -195,6 +196,9 @@ def _parser() -> argparse.ArgumentParser:
                     help=f"refuse images with more pixels (default {DEFAULT_PIXEL_LIMIT})")
     sp.add_argument("--nonfinite", choices=["error", "replace"], default="error",
                     help="NaN/Inf in float inputs: error (default) or replace (NaN→0, ±Inf→finite max/min)")
+    sp.add_argument("--min-ssim", action="append", metavar="X|L:X",
+                    help="RGB-SSIM floor for every level (X) or level L (L:X); repeatable")
+    sp.add_argument("--min-psnr", action="append", metavar="Y|L:Y", help="PSNR floor in dB, like --min-ssim")
     sp.add_argument("--workers", type=int, metavar="N", help="pack on a local Dask cluster of N worker processes")
     sp.add_argument("--scheduler", metavar="ADDRESS", help="pack on an existing Dask cluster")
     common(sp)

@@ -51,6 +51,9 @@ class Encoding:
     def label(self) -> str:
         """Short human label, e.g. ``uint8-channel``, ``float16``, ``lossless``."""
         q = self.quantizer
+        conf = self.codec.to_dict().get("configuration", {})
+        if self.codec.name == "qpyr.dct":
+            return f"dct-q{conf.get('quality', 90)}-{conf.get('chroma', '420')}"
         if q.dtype is StoredType.SOURCE:
             return "lossless"
         parts = [q.dtype.value]

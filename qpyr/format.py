@@ -52,6 +52,11 @@ DTYPE_CODES = ["uint8", "uint16", "float32", "float16", "float64", "int8", "int1
 
 _CATALOG_CHUNK_ROWS = 65536
 
+#: Codes of the ``decision`` column of ``catalog/level_{l}``: why a level got its encoding.
+DECISIONS = ["planned", "raised", "searched", "lossless-fallback"]
+#: Columns of ``catalog/level_{l}`` (int64).
+LEVEL_COLUMNS = ["bucket", "slot", "height", "width", "stored_bytes", "decision"]
+
 #: Sample types a data array may hold (numpy names; bfloat16 is stored as uint16, 4-bit as uint8).
 STORED_DTYPES = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
                  "float16", "float32", "float64"}

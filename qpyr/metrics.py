@@ -232,7 +232,14 @@ def _ssim_maps(x: Tensor, y: Tensor, r: float) -> tuple[Tensor, Tensor]:
     stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # [N, 5C, H, W]
     if win > 1:
         taps = _gaussian_taps(win)
-        stack = _filter_valid(_filter_valid(stack, taps, -1), taps, -2)
+        if stack.dtype == torch.float32:
+            # float32: grouped conv2d is the fast path (float64 conv2d is the slow one)
+            g = stack.shape[1]
+            t = torch.tensor(taps, dtype=stack.dtype, device=stack.device)
+            stack = torch.nn.functional.conv2d(stack, t.view(1, 1, 1, win).expand(g, 1, 1, win).contiguous(), groups=g)
+            stack = torch.nn.functional.conv2d(stack, t.view(1, 1, win, 1).expand(g, 1, win, 1).contiguous(), groups=g)
+        else:
+            stack = _filter_valid(_filter_valid(stack, taps, -1), taps, -2)
     ux, uy, uxx, uyy, uxy = torch.split(stack, c, dim=1)
 
     vx = uxx - ux * ux
@@ -250,7 +257,7 @@ def _ssim_maps(x: Tensor, y: Tensor, r: float) -> tuple[Tensor, Tensor]:
 
 
 def ssim(
-    a: Tensor, b: Tensor, *, data_range: float = 1.0, channel_mean: bool = True
+    a: Tensor, b: Tensor, *, data_range: float = 1.0, channel_mean: bool = True, fast: bool = False
 ) -> Tensor:
     """Structural similarity (Wang et al. 2004), matching scikit-image's Wang settings.
 
@@ -267,6 +274,9 @@ def ssim(
         data_range: peak-to-peak range of the signal (sets ``C1=(K1*R)**2``, ``C2=(K2*R)**2``).
         channel_mean: if True (default) average over channels (RGB-SSIM); if False return one
             value per channel.
+        fast: compute in float32 with separable ``conv2d`` (about 4x faster on CPU; agrees
+            with the float64 path to ~1e-6). Used when packing, where SSIM is measured per
+            level and per candidate encoding.
 
     Returns:
         ``float64`` tensor on the inputs' device, values in ``[-1, 1]`` (1 for identical images):
@@ -279,6 +289,8 @@ def ssim(
     """
     x, y, batched = _check_pair(a, b, "ssim")
     r = _check_data_range(data_range, "ssim")
+    if fast:
+        x, y = x.to(torch.float32), y.to(torch.float32)
     per_channel, _ = _ssim_maps(x, y, r)
     out = per_channel.mean(dim=1) if channel_mean else per_channel
     return _unbatch(out, batched)

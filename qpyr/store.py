@@ -122,9 +122,10 @@ class Store:
         levels, quality = [], []
         nb_buckets = len(m["buckets"])
         for li in range(m["levels"]):
-            tab = cls._read_plain(ostore, f"catalog/level_{li}", n, cr, (5,), np.int64)
+            tab = cls._read_plain(ostore, f"catalog/level_{li}", n, cr, (len(fmt.LEVEL_COLUMNS),), np.int64)
             present = tab[:, 0] >= 0
-            if (tab[:, 0] >= nb_buckets).any() or (tab[present, 1:4] < 0).any():
+            if (tab[:, 0] >= nb_buckets).any() or (tab[present, 1:4] < 0).any() or \
+                    (tab[present, 5] < 0).any() or (tab[present, 5] >= len(fmt.DECISIONS)).any():
                 raise FormatError(f"{ostore.url}: catalog level {li} points at unknown buckets or negative extents.")
             for bi in np.unique(tab[present, 0]):
                 b = m["buckets"][int(bi)]
@@ -180,13 +181,13 @@ class Store:
         code, c, h, w, nl = (int(x) for x in self._sources[i])
         levels = []
         for li in range(nl):
-            bi, slot, lh, lw, nbytes = (int(x) for x in self._levels[li][i])
+            bi, slot, lh, lw, nbytes, dec = (int(x) for x in self._levels[li][i])
             b = self._buckets[bi]
             p, s = (float(x) for x in self._quality[li][i])
             levels.append({
                 "level": li, "shape": [c, lh, lw], "dtype": b.enc.quantizer.dtype.value if not b.enc.quantizer.is_lossless else fmt.DTYPE_CODES[code],
                 "encoding": b.enc.label, "encoding_id": b.spec.encoding_id, "bucket": b.spec.path, "slot": slot,
-                "stored_bytes": nbytes, "psnr": p, "ssim": s,
+                "stored_bytes": nbytes, "psnr": p, "ssim": s, "decision": fmt.DECISIONS[dec],
             })
         return {"name": self._names[i], "dtype": fmt.DTYPE_CODES[code], "shape": [c, h, w], "levels": levels}
 
@@ -242,7 +243,7 @@ class Store:
         nl = int(self._sources[i, 4])
         if not 0 <= level < nl:
             raise ItemNotFoundError(f"Item {self._names[i]!r} has levels 0..{nl - 1}; level {level} was asked for.")
-        bi, slot, h, w, _ = (int(x) for x in self._levels[level][i])
+        bi, slot, h, w = (int(x) for x in self._levels[level][i, :4])
         b = self._buckets[bi]
         where = f"{self.url}: item {self._names[i]!r} level {level}"
         spec = b.spec

@@ -41,7 +41,7 @@ def verify(store: Store, *, decode: bool = False, on_progress: Callable[[int], N
     owners: dict[tuple[int, int], tuple[int, int, int, int]] = {}
     for li, tab in enumerate(store._levels):
         for i in np.nonzero(tab[:, 0] >= 0)[0]:
-            bi, slot, h, w, _ = (int(x) for x in tab[i])
+            bi, slot, h, w = (int(x) for x in tab[i, :4])
             if (bi, slot) in owners:
                 j = owners[(bi, slot)][0]
                 rep.problems.append(f"items {store._names[j]!r} and {store._names[i]!r} share slot {slot} of {m['buckets'][bi]['path']}")

@@ -21,18 +21,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from . import format as fmt
 from ._version import FORMAT_VERSION, __version__
+from .encode import EncodedLevel, encode_level
 from .encoding import Encoding
 from .errors import FormatError, InputError, InputNotFoundError, QpyrError, StoreExistsError
 from .inputs import DEFAULT_PIXEL_LIMIT, InputRef, discover, load
-from .layout import BucketSpec, size_class
-from .policy import parse_policy
+from .layout import BucketSpec
+from .policy import parse_floors, parse_policy, with_floors
 from .pyramid import DEFAULT_MIN_SIDE, Filter, build_pyramid
-from .quant import Quantizer, StoredType, pack_nibbles, value_scale_for
-from .shard import add_crc, encode_shard
+from .quant import StoredType
+from .shard import encode_shard
 from .storage import ObjectStore
 
 __all__ = ["PackOptions", "pack_task", "commit", "run_pack", "JOURNAL", "receipt_key"]
@@ -57,6 +57,13 @@ class PackOptions:
     nonfinite: str = "error"
     slots_per_task: int = DEFAULT_SLOTS_PER_TASK
     measure_quality: bool = True
+    #: quality floors: "X" (every level) or "L:X" (level L), see policy.parse_floors
+    min_ssim: tuple[str, ...] = ()
+    min_psnr: tuple[str, ...] = ()
+
+    def make_policy(self) -> Any:
+        """The policy with the floors applied."""
+        return with_floors(parse_policy(self.policy), parse_floors(list(self.min_ssim) or None, list(self.min_psnr) or None))
 
     def __post_init__(self) -> None:
         if self.levels is not None and not 1 <= self.levels <= 32:
@@ -68,34 +75,7 @@ class PackOptions:
         if self.pixel_limit < 1:
             raise InputError(f"Expected a positive pixel limit. Got {self.pixel_limit}.")
         Filter(self.filter)
-
-
-# ------------------------------------------------------------------------------ quality
-def measure_quality(
-    q: Quantizer, stored: np.ndarray, params: np.ndarray | None, level: np.ndarray, source_dtype: np.dtype[Any]
-) -> tuple[float, float]:
-    """(PSNR dB, RGB-SSIM) of the decoded level against the canonical level.
-
-    Integer sources are compared in [0, 1] (= peak 255 / 65535); float sources with
-    ``data_range`` = the reference level's max - min (1 if constant).
-    """
-    if q.is_lossless:
-        return math.inf, 1.0
-    from .metrics import psnr, ssim
-
-    vs = value_scale_for(source_dtype)
-    st = torch.from_numpy(stored.astype(np.int32) if stored.dtype == np.uint16 else stored)
-    pt = torch.from_numpy(params) if params is not None else None
-    xhat = q.dequantize(st, pt, value_scale=vs)
-    ref = torch.from_numpy(level.astype(np.float32)) * (vs if vs != 1.0 else 1.0)
-    if np.dtype(source_dtype).kind in "ub" and vs != 1.0:
-        data_range = 1.0
-    else:
-        span = float(ref.max() - ref.min())
-        data_range = span if span > 0 else 1.0
-    p = float(psnr(xhat, ref, data_range=data_range))
-    s = float(ssim(xhat, ref, data_range=data_range))
-    return p, s
+        self.make_policy()  # validate the policy and floors early
 
 
 # ------------------------------------------------------------------------------ task
@@ -113,34 +93,18 @@ class _BucketAcc:
         self.row = -1
         self.objects: dict[str, int] = {}
 
-    def add(self, slot: int, stored: np.ndarray, params: np.ndarray | None, h: int, w: int) -> int:
+    def add(self, slot: int, e: EncodedLevel) -> None:
         b = self.spec
         k = b.items_per_shard
-        if slot // k != self.row:
-            self.row = slot // k
-        th, tw = b.chunk_hw
-        ny, nx = -(-h // th), -(-w // tw)
-        c = stored.shape[0]
-        padded = np.pad(stored, ((0, 0), (0, ny * th - h), (0, nx * tw - w)), mode="edge")
-        if b.packed:
-            padded = pack_nibbles(padded)
-        tws = b.stored_chunk_w
-        nbytes = 0
-        for ty in range(ny):
-            for tx in range(nx):
-                chunk = padded[None, :, ty * th:(ty + 1) * th, tx * tws:(tx + 1) * tws]
-                data = add_crc(self.enc.codec.encode(np.ascontiguousarray(chunk).astype(self.dtype, copy=False)))
-                key, inner = b.chunk_location(slot, ty, tx)
-                self.shards.setdefault(key, {})[inner] = data
-                nbytes += len(data) + 16
-        if self.pshape is not None and params is not None:
+        self.row = slot // k
+        for ty, tx, data in e.chunks:
+            key, inner = b.chunk_location(slot, ty, tx)
+            self.shards.setdefault(key, {})[inner] = data
+        if self.pshape is not None and e.params is not None:
             if self.params is None:
                 self.params = np.zeros((k,) + self.pshape, np.float32)
-            sl = (slot % k, slice(None)) + tuple(slice(0, n) for n in params.shape[1:])
-            self.params[sl] = params
-            nbytes += params.nbytes
-        del c
-        return nbytes
+            sl = (slot % k, slice(None)) + tuple(slice(0, n) for n in e.params.shape[1:])
+            self.params[sl] = e.params
 
     def shard_full(self, slot: int) -> bool:
         return slot % self.spec.items_per_shard == self.spec.items_per_shard - 1
@@ -174,7 +138,7 @@ def pack_task(
     objects, so a re-run after a crash overwrites them with identical bytes.
     """
     ostore = ObjectStore(url, storage_options)
-    policy = parse_policy(options.policy)
+    policy = options.make_policy()
     accs: dict[str, _BucketAcc] = {}
     encodings: dict[str, Any] = {}
     items: list[dict[str, Any]] = []
@@ -182,31 +146,28 @@ def pack_task(
         arr = load(ref, pixel_limit=options.pixel_limit, nonfinite=options.nonfinite)
         src_dt = arr.dtype
         levels = build_pyramid(arr, options.levels, filter=options.filter, min_side=options.min_side)
-        encs = policy.plan(levels, src_dt)
+        if hasattr(policy, "plan_encoded"):
+            encoded = policy.plan_encoded(levels, src_dt, slots_per_task=options.slots_per_task)
+        else:
+            encoded = [encode_level(lv, src_dt, enc, li=li, slots_per_task=options.slots_per_task,
+                                    quality=options.measure_quality)
+                       for li, (lv, enc) in enumerate(zip(levels, policy.plan(levels, src_dt)))]
         rec: dict[str, Any] = {"name": ref.name, "dtype": src_dt.name, "shape": list(arr.shape), "levels": []}
-        for li, (lv, enc) in enumerate(zip(levels, encs)):
-            q = enc.quantizer
-            stored, params = q.quantize(lv, src_dt)
-            p, s = measure_quality(q, stored, params, lv, src_dt) if options.measure_quality else (math.nan, math.nan)
-            c, h, w = lv.shape
-            sdt = q.storage_dtype(src_dt)
-            spec = BucketSpec(
-                level=li, encoding_id=enc.id, channels=c, height=size_class(h), width=size_class(w),
-                packed=q.is_packed, dtype=sdt.name, slots_per_task=options.slots_per_task,
-            )
+        for e in encoded:
+            spec, enc = e.spec, e.encoding
             acc = accs.get(spec.path)
             if acc is None:
-                pshape = q.param_shape(c, spec.height, spec.width)
-                acc = accs[spec.path] = _BucketAcc(spec, enc, sdt, pshape)
+                pshape = enc.quantizer.param_shape(spec.channels, spec.height, spec.width)
+                acc = accs[spec.path] = _BucketAcc(spec, enc, np.dtype(spec.dtype), pshape)
                 encodings[enc.id] = enc.to_dict()
             slot = task * spec.task_slots + acc.count
             acc.count += 1
-            nbytes = acc.add(slot, stored, params, h, w)
+            acc.add(slot, e)
             if acc.shard_full(slot):
                 acc.flush(ostore)
             rec["levels"].append({
-                "bucket": spec.path, "slot": slot, "h": h, "w": w, "bytes": nbytes,
-                "psnr": fmt.json_float(p), "ssim": fmt.json_float(s),
+                "bucket": spec.path, "slot": slot, "h": e.height, "w": e.width, "bytes": e.nbytes,
+                "psnr": fmt.json_float(e.psnr), "ssim": fmt.json_float(e.ssim), "decision": e.decision,
             })
         items.append(rec)
         if on_item is not None:
@@ -244,7 +205,8 @@ def _load_previous_catalog(ostore: ObjectStore) -> tuple[dict[str, Any] | None, 
         levels = []
         for lv in info["levels"]:
             levels.append({"bucket": lv["bucket"], "slot": lv["slot"], "h": lv["shape"][1], "w": lv["shape"][2],
-                           "bytes": lv["stored_bytes"], "psnr": fmt.json_float(lv["psnr"]), "ssim": fmt.json_float(lv["ssim"])})
+                           "bytes": lv["stored_bytes"], "psnr": fmt.json_float(lv["psnr"]), "ssim": fmt.json_float(lv["ssim"]),
+                           "decision": lv["decision"]})
         items.append({"name": info["name"], "dtype": info["dtype"], "shape": info["shape"], "levels": levels})
     return st.manifest, items
 
@@ -297,12 +259,13 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
     _write_plain(ostore, "catalog/sources", sources, rows, ["item", "field"])
     level_summary = []
     for li in range(nlev):
-        tab = np.full((n, 5), -1, np.int64)
+        tab = np.full((n, 6), -1, np.int64)
         qual = np.full((n, 2), np.nan, np.float32)
         for i, it in enumerate(items):
             if li < len(it["levels"]):
                 lv = it["levels"][li]
-                tab[i] = [bindex[lv["bucket"]], lv["slot"], lv["h"], lv["w"], lv["bytes"]]
+                tab[i] = [bindex[lv["bucket"]], lv["slot"], lv["h"], lv["w"], lv["bytes"],
+                          fmt.DECISIONS.index(lv.get("decision", "planned"))]
                 qual[i] = [math.inf if lv["psnr"] is None and lv["ssim"] == 1.0 else (lv["psnr"] if lv["psnr"] is not None else math.nan),
                            lv["ssim"] if lv["ssim"] is not None else math.nan]
         _write_plain(ostore, f"catalog/level_{li}", tab, rows, ["item", "field"])
@@ -348,9 +311,12 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
         ss = [lv["ssim"] for lv in present if lv["ssim"] is not None]
         pre = f"levels/{li}/"
         enc_count: dict[str, int] = {}
+        decisions: dict[str, int] = {}
         for lv in present:
             eid = buckets[lv["bucket"]]["encoding"]
             enc_count[eid] = enc_count.get(eid, 0) + 1
+            dk = lv.get("decision", "planned")
+            decisions[dk] = decisions.get(dk, 0) + 1
         level_summary.append({
             "level": li,
             "items": len(present),
@@ -364,6 +330,7 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
             "shape_min": [int(x) for x in np.min(shapes, axis=0)] if shapes else None,
             "shape_max": [int(x) for x in np.max(shapes, axis=0)] if shapes else None,
             "encodings": enc_count,
+            "decisions": decisions,
         })
     manifest: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
@@ -372,7 +339,7 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
         "generation": (previous or {}).get("generation", 0) + 1,
         "items": n,
         "levels": nlev,
-        "policy": parse_policy(options.policy).spec,
+        "policy": options.make_policy().spec,
         "filter": options.filter,
         "tasks": task_range.stop,
         "slots_per_task": options.slots_per_task,

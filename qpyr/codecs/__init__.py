@@ -14,9 +14,11 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import CodecError
+from .adapters import DctChunkCodec, LosslessChunkCodec
 from .standard import BloscCodec, ZstdCodec
 
-__all__ = ["ChunkCodec", "REGISTRY", "codec_from_dict", "register_codec", "ZstdCodec", "BloscCodec"]
+__all__ = ["ChunkCodec", "REGISTRY", "codec_from_dict", "register_codec", "is_lossy", "ZstdCodec", "BloscCodec",
+           "DctChunkCodec", "LosslessChunkCodec"]
 
 
 @runtime_checkable
@@ -34,7 +36,12 @@ class ChunkCodec(Protocol):
     def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray: ...
 
 
-REGISTRY: dict[str, type] = {"zstd": ZstdCodec, "blosc": BloscCodec}
+REGISTRY: dict[str, type] = {
+    "zstd": ZstdCodec,
+    "blosc": BloscCodec,
+    "qpyr.dct": DctChunkCodec,
+    "qpyr.lossless": LosslessChunkCodec,
+}
 
 
 def register_codec(name: str, cls: type) -> None:
@@ -53,3 +60,8 @@ def codec_from_dict(d: Any) -> ChunkCodec:
         raise CodecError(f"Unknown codec {d['name']!r}; known codecs: {sorted(REGISTRY)}.")
     codec: ChunkCodec = cls.from_dict(d)  # type: ignore[attr-defined]
     return codec
+
+
+def is_lossy(codec: Any) -> bool:
+    """True when decoding the codec's bytes does not give back the exact stored samples."""
+    return bool(getattr(codec, "lossy", False))

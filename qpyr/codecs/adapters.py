@@ -1,0 +1,116 @@
+"""qpyr's own codecs (``qpyr.dct``, ``qpyr.lossless``) as chunk codecs.
+
+Those codecs work on one image tile ``[C, H, W]``; a Zarr chunk of a bucket is ``[1, C, H, W]``.
+These adapters bridge the two, give the codecs their place in a Zarr codec chain (they are
+array→bytes codecs and replace ``bytes``), convert constructor errors to
+:class:`~qpyr.errors.CodecError`, and say whether the codec is lossy (the writer then measures
+quality on the decoded chunks, exactly as a reader will see them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..errors import CodecError
+
+__all__ = ["DctChunkCodec", "LosslessChunkCodec"]
+
+
+def _inner_from_dict(cls: Any, d: Any) -> Any:
+    try:
+        return cls.from_dict(d)
+    except CodecError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise CodecError(str(e)) from e
+
+
+@dataclass(frozen=True)
+class DctChunkCodec:
+    """``qpyr.dct`` (8x8 DCT, optional YCbCr 4:2:0) on uint8 chunks. Lossy."""
+
+    inner: Any
+    lossy: ClassVar[bool] = True
+    name: ClassVar[str] = "qpyr.dct"
+
+    @classmethod
+    def create(cls, **config: Any) -> DctChunkCodec:
+        from .dct import DctCodec
+
+        try:
+            return cls(DctCodec(**config))
+        except (ValueError, TypeError) as e:
+            raise CodecError(str(e)) from e
+
+    @classmethod
+    def from_dict(cls, d: Any) -> DctChunkCodec:
+        from .dct import DctCodec
+
+        return cls(_inner_from_dict(DctCodec, d))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = self.inner.to_dict()
+        if not d.get("configuration"):
+            d = {"name": d["name"]}
+        return d
+
+    def zarr_chain(self, dtype: np.dtype[Any]) -> list[dict[str, Any]]:
+        return [self.to_dict()]
+
+    def encode(self, chunk: np.ndarray) -> bytes:
+        if chunk.dtype != np.uint8:
+            raise CodecError(f"qpyr.dct encodes uint8 samples. Got {chunk.dtype}.")
+        data: bytes = self.inner.encode(chunk[0])
+        return data
+
+    def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+        if np.dtype(dtype) != np.uint8 or len(shape) != 4 or shape[0] != 1:
+            raise CodecError(f"qpyr.dct decodes [1, C, H, W] uint8 chunks. Got {shape} {dtype}.")
+        out: np.ndarray = self.inner.decode(data, shape[1:])
+        return out[None]
+
+
+@dataclass(frozen=True)
+class LosslessChunkCodec:
+    """``qpyr.lossless`` (spatial predictor + entropy coder) on 8/16-bit chunks. Lossless."""
+
+    inner: Any
+    lossy: ClassVar[bool] = False
+    name: ClassVar[str] = "qpyr.lossless"
+
+    @classmethod
+    def create(cls, **config: Any) -> LosslessChunkCodec:
+        from .lossless import LosslessCodec
+
+        try:
+            return cls(LosslessCodec(**config))
+        except (ValueError, TypeError) as e:
+            raise CodecError(str(e)) from e
+
+    @classmethod
+    def from_dict(cls, d: Any) -> LosslessChunkCodec:
+        from .lossless import LosslessCodec
+
+        return cls(_inner_from_dict(LosslessCodec, d))
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = self.inner.to_dict()
+        if not d.get("configuration"):
+            d = {"name": d["name"]}
+        return d
+
+    def zarr_chain(self, dtype: np.dtype[Any]) -> list[dict[str, Any]]:
+        return [self.to_dict()]
+
+    def encode(self, chunk: np.ndarray) -> bytes:
+        data: bytes = self.inner.encode(chunk[0])
+        return data
+
+    def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
+        if len(shape) != 4 or shape[0] != 1:
+            raise CodecError(f"qpyr.lossless decodes [1, C, H, W] chunks. Got {shape}.")
+        out: np.ndarray = self.inner.decode(data, shape[1:], dtype)
+        return out[None]

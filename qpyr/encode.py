@@ -1,0 +1,130 @@
+"""Encode one level of one item: quantize, tile into chunks, encode, and measure quality.
+
+Used by the writer (to store a level) and by quality-target policies (to try candidate
+encodings). Quality is measured on exactly what a reader will decode: for lossy chunk codecs the
+encoded chunks are decoded again and reassembled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from .codecs import is_lossy
+from .encoding import Encoding
+from .layout import BucketSpec, size_class
+from .quant import pack_nibbles, value_scale_for
+from .shard import add_crc, strip_crc
+
+__all__ = ["EncodedLevel", "encode_level", "bucket_for", "measure"]
+
+
+@dataclass
+class EncodedLevel:
+    """One item's level, encoded: chunk bytes by tile, parameters, size and quality."""
+
+    encoding: Encoding
+    spec: BucketSpec
+    height: int
+    width: int
+    chunks: list[tuple[int, int, bytes]]  # (tile row, tile col, encoded bytes incl. crc32c)
+    params: np.ndarray | None
+    nbytes: int  # chunk bytes + 16 B index entry per chunk + raw parameter bytes
+    psnr: float
+    ssim: float
+    #: why this encoding was chosen: "planned", "raised" (floor missed, quality/precision
+    #: raised), "searched" (cheapest meeting a quality target), "lossless-fallback"
+    decision: str = "planned"
+
+
+def bucket_for(enc: Encoding, level: np.ndarray, source_dtype: np.dtype[Any], slots_per_task: int, li: int) -> BucketSpec:
+    c, h, w = level.shape
+    q = enc.quantizer
+    return BucketSpec(
+        level=li, encoding_id=enc.id, channels=c, height=size_class(h), width=size_class(w),
+        packed=q.is_packed, dtype=q.storage_dtype(source_dtype).name, slots_per_task=slots_per_task,
+    )
+
+
+def measure(recon: torch.Tensor, level: np.ndarray, source_dtype: np.dtype[Any]) -> tuple[float, float]:
+    """(PSNR dB, RGB-SSIM) of a decoded level (normalized units) against the canonical level.
+
+    Integer sources are compared in [0, 1] (peak 255 / 65535); float sources with
+    ``data_range`` = the reference level's max - min (1 if constant).
+    """
+    from .metrics import psnr, ssim
+
+    vs = value_scale_for(source_dtype)
+    ref = torch.from_numpy(np.ascontiguousarray(level, dtype=np.float32)) * vs
+    if np.dtype(source_dtype).kind in "ub" and vs != 1.0:
+        data_range = 1.0
+    else:
+        span = float(ref.max() - ref.min())
+        data_range = span if span > 0 else 1.0
+    return float(psnr(recon, ref, data_range=data_range)), float(ssim(recon, ref, data_range=data_range, fast=True))
+
+
+def encode_level(
+    level: np.ndarray,
+    source_dtype: np.dtype[Any],
+    enc: Encoding,
+    *,
+    li: int,
+    slots_per_task: int,
+    quality: bool = True,
+) -> EncodedLevel:
+    """Encode ``level`` (``[C, h, w]`` in level units) with ``enc``.
+
+    Chunks cover the item's extent in tiles of the bucket's chunk shape; the padding past the
+    extent replicates edge samples (cheap for every codec, no ringing for DCT).
+    """
+    q = enc.quantizer
+    spec = bucket_for(enc, level, source_dtype, slots_per_task, li)
+    stored, params = q.quantize(level, source_dtype)
+    c, h, w = level.shape
+    th, tw = spec.chunk_hw
+    ny, nx = -(-h // th), -(-w // tw)
+    padded = np.pad(stored, ((0, 0), (0, ny * th - h), (0, nx * tw - w)), mode="edge")
+    if spec.packed:
+        padded = pack_nibbles(padded)
+    sdt = np.dtype(spec.dtype)
+    padded = padded.astype(sdt, copy=False)
+    tws = spec.stored_chunk_w
+    lossy = is_lossy(enc.codec)
+    recon_stored = np.empty_like(padded) if lossy and quality else None
+    chunks: list[tuple[int, int, bytes]] = []
+    nbytes = 0
+    for ty in range(ny):
+        for tx in range(nx):
+            tile = np.ascontiguousarray(padded[None, :, ty * th:(ty + 1) * th, tx * tws:(tx + 1) * tws])
+            data = add_crc(enc.codec.encode(tile))
+            chunks.append((ty, tx, data))
+            nbytes += len(data) + 16
+            if recon_stored is not None:
+                dec = enc.codec.decode(strip_crc(data, "encode"), tile.shape, sdt)
+                recon_stored[:, ty * th:(ty + 1) * th, tx * tws:(tx + 1) * tws] = dec[0]
+    if params is not None:
+        nbytes += params.nbytes
+    p = s = math.nan
+    if quality:
+        if q.is_lossless:
+            p, s = math.inf, 1.0
+        else:
+            from .quant import StoredType, unpack_nibbles
+
+            src = (recon_stored if recon_stored is not None else padded)
+            if spec.packed:
+                t = unpack_nibbles(torch.from_numpy(np.ascontiguousarray(src)), nx * tw, signed=q.dtype is StoredType.INT4)
+            else:
+                t = torch.from_numpy(src.astype(np.int32) if src.dtype == np.uint16 else np.ascontiguousarray(src))
+            t = t[:, :h, :w]
+            pt = torch.from_numpy(params) if params is not None else None
+            recon = q.dequantize(t, pt, value_scale=value_scale_for(source_dtype))
+            if lossy and recon.shape != level.shape:  # defensive: never compare misaligned arrays
+                raise ValueError(f"decoded level shape {tuple(recon.shape)} != {level.shape}")
+            p, s = measure(recon, level, source_dtype)
+    return EncodedLevel(enc, spec, h, w, chunks, params, nbytes, p, s)

@@ -1,0 +1,103 @@
+"""Policy spec parsing, quality-target search and floors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qpyr.errors import PolicyError
+from qpyr.policy import DEFAULT_POLICY, POLICIES, parse_floors, parse_policy, with_floors
+from qpyr.pyramid import build_pyramid
+
+
+@pytest.mark.parametrize("spec", ["lossless", "fp32", "fp16", "bf16", "int8", "int4", "mixed", "dct", "dct:quality=50,chroma=444",
+                                  "quality:ssim=0.95", "quality:psnr=38,chroma=auto", "int8:granularity=block,block=16,clamp=true,range=0..1",
+                                  "mixed:fp16_min=512,int8_min=128,int4_granularity=channel"])
+def test_specs_parse_and_round_trip(spec):
+    p = parse_policy(spec)
+    assert parse_policy(p.spec).spec == p.spec
+    assert p.spec.split(":")[0] == spec.split(":")[0]
+
+
+def test_default_policy_is_registered():
+    assert DEFAULT_POLICY.split(":")[0] in POLICIES
+    parse_policy(None)
+
+
+@pytest.mark.parametrize("spec,needle", [
+    ("jpeg", "Unknown policy 'jpeg'; valid policies: lossless"),
+    ("int8:bits=3", "Unknown parameter(s) ['bits'] for policy 'int8'; valid: scheme"),
+    ("int8:scheme=sym", "affine|symmetric"),
+    ("int8:block=1", "block in 2..256"),
+    ("int8:range=1..0", "lo < hi"),
+    ("int8:range=zero", "LO..HI"),
+    ("dct:quality=0", "quality in 1..100"),
+    ("dct:quality=101", "quality in 1..100"),
+    ("dct:chroma=422", "chroma 420 or 444"),
+    ("quality", "needs ssim=X"),
+    ("quality:ssim=1.5", "min-ssim in 0.0..1.0"),
+    ("mixed:fp16_min=32,int8_min=64", "thresholds in order"),
+    ("lossless:x=1", "valid: none"),
+    ("int8:clamp=maybe", "true/false"),
+    ("int8:scheme", "key=value"),
+])
+def test_bad_specs_name_the_problem(spec, needle):
+    with pytest.raises(PolicyError) as e:
+        parse_policy(spec)
+    assert needle in str(e.value)
+
+
+def _levels(photo, n=3):
+    return build_pyramid(np.moveaxis(photo, -1, 0), levels=n)
+
+
+def test_mixed_thresholds():
+    lv = _levels(np.zeros((512, 512, 3), np.uint8), 5)
+    labels = [e.label for e in parse_policy("mixed").plan(lv, np.dtype(np.uint8))]
+    assert labels == ["float16", "float16", "uint8", "uint8", "uint4"]
+
+
+@pytest.mark.parametrize("target", [("ssim", 0.95), ("psnr", 36.0)])
+def test_quality_policy_meets_floor_at_every_level_and_is_cheapest(small_photos, target):
+    key, val = target
+    pol = parse_policy(f"quality:{key}={val}")
+    lv = _levels(small_photos["coffee"])
+    encs = pol.plan_encoded(lv, np.dtype(np.uint8), slots_per_task=16)
+    for e in encs:
+        assert getattr(e, key) >= val
+        assert e.decision in ("searched", "lossless-fallback")
+        if e.encoding.codec.name == "qpyr.dct":
+            q = e.encoding.codec.to_dict().get("configuration", {}).get("quality", 90)
+            if q > 1:  # one step cheaper misses the floor (the search found the minimum)
+                from qpyr.encode import encode_level
+                from qpyr.policy import dct_encoding
+
+                lower = encode_level(lv[e.spec.level], np.dtype(np.uint8), dct_encoding(q - 1, "444", np.dtype(np.uint8)),
+                                     li=e.spec.level, slots_per_task=16)
+                assert getattr(lower, key) < val
+
+
+def test_unreachable_floor_falls_back_to_lossless(small_photos):
+    pol = parse_policy("quality:psnr=99")
+    encs = pol.plan_encoded(_levels(small_photos["rocket"], 2), np.dtype(np.uint8), slots_per_task=16)
+    assert all(e.encoding.quantizer.is_lossless and e.decision == "lossless-fallback" for e in encs)
+
+
+def test_floors_raise_dct_quality_and_int_precision(small_photos):
+    lv = _levels(small_photos["astronaut"], 2)
+    floors = parse_floors(ssim=0.97)
+    encs = with_floors(parse_policy("dct:quality=20"), floors).plan_encoded(lv, np.dtype(np.uint8), slots_per_task=16)
+    for e in encs:
+        assert e.ssim >= 0.97 and e.decision in ("raised", "lossless-fallback")
+    encs = with_floors(parse_policy("int4"), parse_floors(ssim=["0:0.999"])).plan_encoded(lv, np.dtype(np.uint8), slots_per_task=16)
+    assert encs[0].ssim >= 0.999 and encs[0].decision == "raised" and encs[0].encoding.label != "uint4"
+    assert encs[1].encoding.label == "uint4" and encs[1].decision == "planned"  # no floor on level 1
+
+
+def test_floor_parsing():
+    f = parse_floors(ssim=["0.9", "2:0.97"], psnr=35)
+    assert f.at(2) == (0.97, 35.0) and f.at(0) == (0.9, 35.0)
+    with pytest.raises(PolicyError, match="min-ssim"):
+        parse_floors(ssim="1.2")
+    with pytest.raises(PolicyError, match="number"):
+        parse_floors(psnr="x")

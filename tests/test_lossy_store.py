@@ -1,0 +1,70 @@
+"""Lossy levels in stores: info's SSIM matches unpacked images; stock zarr decodes qpyr codecs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+import qpyr
+from qpyr.cli import main
+
+
+def test_pack_dct_then_unpack_ssim_matches_info(tmp_path, photos, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for n in ("astronaut", "coffee"):
+        Image.fromarray(photos[n]).save(src / f"{n}.png")
+    store = tmp_path / "s.qpyr"
+    assert main(["pack", str(src), "-o", str(store), "--policy", "dct:quality=90,chroma=420", "--levels", "3", "-q"]) == 0
+    assert main(["info", str(store), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert main(["unpack", str(store), "-o", str(tmp_path / "out"), "-q"]) == 0
+    pyr = {n: qpyr.open(str(store)).item_info(f"{n}.png") for n in ("astronaut", "coffee")}
+    from qpyr.pyramid import build_pyramid
+
+    for it in info["items_detail"]:
+        name = it["name"].rsplit(".", 1)[0]
+        ref_levels = build_pyramid(np.moveaxis(photos[name], -1, 0), levels=3)
+        for lv in it["levels"]:
+            got = np.asarray(Image.open(tmp_path / "out" / f"{name}_l{lv['level']}.png"))
+            ref = np.moveaxis(ref_levels[lv["level"]], 0, -1).astype(np.uint8)
+            s = structural_similarity(ref, got, channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
+                                      use_sample_covariance=False)
+            # unpacked PNGs are the decoded values rounded to 8 bits: SSIM agrees to rounding
+            assert abs(s - lv["ssim"]) < 2e-3, (name, lv["level"], s, lv["ssim"])
+            assert lv["encoding"] == "dct-q90-420" and pyr[name]["levels"][lv["level"]]["decision"] == "planned"
+
+
+def test_quality_floor_recorded_in_manifest(tmp_path, small_photos):
+    store = qpyr.pack(small_photos, str(tmp_path / "s.qpyr"), policy="dct:quality=30", min_ssim=0.97, levels=2)
+    for ls in store.manifest["level_summary"]:
+        assert ls["ssim_min"] >= 0.97
+        assert set(ls["decisions"]) <= {"raised", "lossless-fallback", "planned"} and "raised" in ls["decisions"]
+    assert "floors: ssim=0.97" in store.manifest["policy"]
+    for n in small_photos:
+        for lv in store.item_info(n)["levels"]:
+            assert lv["ssim"] >= 0.97 and lv["decision"] in ("raised", "lossless-fallback")
+
+
+@pytest.mark.parametrize("policy", ["dct:quality=75,chroma=444"])
+def test_stock_zarr_decodes_qpyr_codecs_through_entry_points(tmp_path, small_photos, policy):
+    a = small_photos["chelsea"]
+    store = qpyr.pack({"c": a}, str(tmp_path / "s.qpyr"), policy=policy, levels=1)
+    lv = store.item_info("c")["levels"][0]
+    expect = store.read("c", [0])[0]
+    np.save(tmp_path / "expect.npy", (expect.numpy() * 255).round().astype(np.uint8))
+    code = f"""
+import sys, numpy as np, zarr
+arr = zarr.open_array({str(tmp_path / 's.qpyr')!r} + '/' + {lv['bucket']!r} + '/data', mode='r')
+x = arr[{lv['slot']}, :, :{a.shape[0]}, :{a.shape[1]}]
+assert np.array_equal(x, np.load({str(tmp_path / 'expect.npy')!r}))
+print('ok')
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

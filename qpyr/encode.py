@@ -58,13 +58,15 @@ def measure(recon: torch.Tensor, level: np.ndarray, source_dtype: np.dtype[Any])
     """
     from .metrics import psnr, ssim
 
+    from .quant import normalize
+
     vs = value_scale_for(source_dtype)
-    ref = torch.from_numpy(np.ascontiguousarray(level, dtype=np.float32)) * vs
-    if np.dtype(source_dtype).kind in "ub" and vs != 1.0:
+    ref = torch.from_numpy(normalize(level, source_dtype))
+    if vs != 1.0:
         data_range = 1.0
-    else:
-        span = float(ref.max() - ref.min())
-        data_range = span if span > 0 else 1.0
+    else:  # float sources: the level's own range, in float64 (a float32 span can overflow)
+        span = float(ref.max().double() - ref.min().double())
+        data_range = span if 0 < span < float("inf") else 1.0
     return float(psnr(recon, ref, data_range=data_range)), float(ssim(recon, ref, data_range=data_range, fast=True))
 
 

@@ -172,9 +172,30 @@ def _int_policy(name: str, bits: int) -> Callable[[dict[str, str]], Policy]:
     return make
 
 
+@dataclass(frozen=True)
+class LosslessPolicy:
+    """Every level exact in the source dtype. ``codec=qpyr`` (default): the qpyr.lossless
+    predictive codec for 8/16-bit levels of <= 4 channels (0.77x PNG on photos, see
+    spec/codecs/lossless.md), zstd/blosc otherwise; ``codec=zstd``: standard Zarr codecs only,
+    so stock Zarr readers without qpyr installed read every level."""
+
+    codec: str = "qpyr"
+    params: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def spec(self) -> str:
+        return "lossless" + (":" + ",".join(f"{k}={v}" for k, v in self.params) if self.params else "")
+
+    def plan(self, levels: list[np.ndarray], source_dtype: np.dtype[Any]) -> list[Encoding]:
+        return [lossless_encoding(source_dtype, lv.shape[0], portable=self.codec == "zstd") for lv in levels]
+
+
 def _lossless(params: dict[str, str]) -> Policy:
-    _check_keys("lossless", params, ())
-    return UniformPolicy("lossless", Quantizer(dtype=StoredType.SOURCE))
+    _check_keys("lossless", params, ("codec",))
+    codec = params.get("codec", "qpyr")
+    if codec not in ("qpyr", "zstd"):
+        raise PolicyError(f"Expected lossless codec qpyr or zstd. Got {codec!r}.")
+    return LosslessPolicy(codec, tuple(sorted(params.items())))
 
 
 _MIXED_KEYS = ("fp16_min", "int8_min") + tuple("int8_" + k for k in _INT_KEYS) + tuple("int4_" + k for k in _INT_KEYS)
@@ -204,7 +225,7 @@ POLICIES: dict[str, tuple[Callable[[dict[str, str]], Policy], str]] = {
 }
 
 _VALID_KEYS: dict[str, tuple[str, ...]] = {
-    "lossless": (), "fp32": ("clamp",), "fp16": ("clamp",), "bf16": ("clamp",),
+    "lossless": ("codec",), "fp32": ("clamp",), "fp16": ("clamp",), "bf16": ("clamp",),
     "int8": _INT_KEYS, "int4": _INT_KEYS, "mixed": _MIXED_KEYS,
 }
 
@@ -258,8 +279,14 @@ def dct_encoding(quality: int, chroma: str, source_dtype: np.dtype[Any]) -> Enco
     return Encoding(quantizer=q, codec=DctChunkCodec.create(quality=quality, chroma=chroma))
 
 
-def lossless_encoding(source_dtype: np.dtype[Any]) -> Encoding:
+def lossless_encoding(source_dtype: np.dtype[Any], channels: int, *, portable: bool = False) -> Encoding:
+    """Exact storage: qpyr.lossless for 8/16-bit integer levels of 1-4 channels, else zstd/blosc."""
     q = Quantizer(dtype=StoredType.SOURCE)
+    dt = np.dtype(source_dtype)
+    if not portable and dt in (np.uint8, np.uint16, np.int8, np.int16) and 1 <= channels <= 4:
+        from .codecs import LosslessChunkCodec
+
+        return Encoding(quantizer=q, codec=LosslessChunkCodec.create())
     return Encoding(quantizer=q, codec=default_codec(q, source_dtype))
 
 
@@ -401,7 +428,7 @@ class QualityPolicy:
                     if e is not None:
                         cands.append(e)
                         start[ch] = int(e.encoding.codec.to_dict().get("configuration", {}).get("quality", 90))
-            lossless = s.trial(lossless_encoding(source_dtype))
+            lossless = s.trial(lossless_encoding(source_dtype, lv.shape[0]))
             best = min(cands + [lossless], key=lambda e: e.nbytes)
             best.decision = "lossless-fallback" if best is lossless and not cands else "searched"
             out.append(best)
@@ -455,7 +482,7 @@ class FloorPolicy:
                 better.decision = "raised"
                 out.append(better)
             else:
-                fb = s.trial(lossless_encoding(source_dtype))
+                fb = s.trial(lossless_encoding(source_dtype, lv.shape[0]))
                 fb.decision = "lossless-fallback"
                 out.append(fb)
         return out

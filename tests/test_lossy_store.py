@@ -52,7 +52,7 @@ def test_quality_floor_recorded_in_manifest(tmp_path, small_photos):
             assert lv["ssim"] >= 0.97 and lv["decision"] in ("raised", "lossless-fallback")
 
 
-@pytest.mark.parametrize("policy", ["dct:quality=75,chroma=444"])
+@pytest.mark.parametrize("policy", ["dct:quality=75,chroma=444", "lossless"])
 def test_stock_zarr_decodes_qpyr_codecs_through_entry_points(tmp_path, small_photos, policy):
     a = small_photos["chelsea"]
     store = qpyr.pack({"c": a}, str(tmp_path / "s.qpyr"), policy=policy, levels=1)

@@ -37,7 +37,8 @@ def test_default_policy_is_registered():
     ("quality", "needs ssim=X"),
     ("quality:ssim=1.5", "min-ssim in 0.0..1.0"),
     ("mixed:fp16_min=32,int8_min=64", "thresholds in order"),
-    ("lossless:x=1", "valid: none"),
+    ("lossless:x=1", "valid: codec"),
+    ("lossless:codec=png", "qpyr or zstd"),
     ("int8:clamp=maybe", "true/false"),
     ("int8:scheme", "key=value"),
 ])

@@ -123,7 +123,7 @@ def test_reading_one_item_level_touches_only_its_chunks(tmp_path, small_photos):
 
 def test_stock_zarr_reads_lossless_level_without_qpyr(tmp_path, photos):
     a = photos["chelsea"]
-    store = qpyr.pack({"chelsea": a}, str(tmp_path / "s.qpyr"), policy="lossless")
+    store = qpyr.pack({"chelsea": a}, str(tmp_path / "s.qpyr"), policy="lossless:codec=zstd")
     lv = store.item_info("chelsea")["levels"][0]
     np.save(tmp_path / "expect.npy", a)
     code = f"""

@@ -35,14 +35,17 @@ def _photo(h: int = 96, w: int = 128) -> np.ndarray:
     w=st.integers(1, 40),
     chroma=st.sampled_from(["420", "444"]),
     seed=st.integers(0, 2**32 - 1),
+    entropy=st.sampled_from(["ctx", "fast"]),
 )
-def test_round_trip_any_shape(c: int, h: int, w: int, chroma: str, seed: int) -> None:
+def test_round_trip_any_shape(c: int, h: int, w: int, chroma: str, seed: int, entropy: str) -> None:
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 256, (c, h, w), dtype=np.uint8)
     if chroma == "420" and c == 3:
         x[1] = x[2] = x[0]  # grey: no chroma for 4:2:0 to lose
-    codec = DctCodec(quality=100, chroma=chroma)  # type: ignore[arg-type]
-    y = codec.decode(codec.encode(x), x.shape)
+    codec = DctCodec(quality=100, chroma=chroma, entropy=entropy)  # type: ignore[arg-type]
+    data = codec.encode(x)
+    y = codec.decode(data, x.shape)
+    assert bool(data[5] & 8) == (entropy == "fast")
     assert y.dtype == np.uint8 and y.shape == x.shape
     err = np.abs(y.astype(np.int64) - x)
     # all quantisation steps are 1: each coefficient is off by <= 1/2 (a little more after RDO)
@@ -137,8 +140,47 @@ def test_torch_reconstruct_matches_numpy_reference(chroma: str, shape: tuple[int
     assert got.dtype == torch.float32 and tuple(got.shape) == shape
     np.testing.assert_allclose(got.numpy(), ref, atol=2e-3)
     dec = codec.decode(data, shape)
-    np.testing.assert_array_equal(dec, got.round().to(torch.uint8).numpy())
+    np.testing.assert_array_equal(dec, torch.floor(got + 0.5).to(torch.uint8).numpy())  # half up
+    np.testing.assert_array_equal(dec, codec.reconstruct(payload, "cpu", torch.uint8).numpy())
     assert np.abs(dec.astype(int) - np.round(ref)).max() <= 1
+
+
+@pytest.mark.parametrize("quality", [5, 75, 100])
+def test_fast_entropy_gives_the_same_coefficients(quality: int) -> None:
+    x = _photo(40, 56)
+    x[:, :8, :8] = 0  # strong edges: large coefficients exercise the escape list
+    x[:, 8:16, :8] = 255
+    a, b = DctCodec(quality=quality), DctCodec(quality=quality, entropy="fast")
+    pa = a.decode_coefficients(a.encode(x), x.shape)
+    pb = b.decode_coefficients(b.encode(x), x.shape)
+    for qa, qb in zip(pa.planes, pb.planes, strict=True):
+        np.testing.assert_array_equal(qa, qb)
+    np.testing.assert_array_equal(a.decode(a.encode(x), x.shape), b.decode(b.encode(x), x.shape))
+
+
+def test_fast_entropy_escapes() -> None:
+    x = np.zeros((1, 16, 16), np.uint8)
+    x[0, ::2] = 255  # alternating rows: large high-frequency coefficients at quality 100
+    codec = DctCodec(quality=100, entropy="fast", rdo=False)
+    p = codec.decode_coefficients(codec.encode(x), x.shape)
+    assert np.abs(p.planes[0][..., 1:]).max() > 127
+    assert np.abs(codec.decode(codec.encode(x), x.shape).astype(int) - x).max() <= 1
+
+
+def test_default_models_for_small_chunks_and_version_1_streams() -> None:
+    x = _photo(32, 32)
+    small = DctCodec(quality=75).encode(x)
+    assert small[4] == 2 and small[5] & 16  # default models: no model header
+    assert len(small) < 300
+    noise = np.random.default_rng(3).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    own = DctCodec(quality=90, chroma="444").encode(noise)
+    assert not own[5] & 16
+    v1 = own[:4] + b"\x01" + own[5:]  # version 1 = the same layout without flags 3 and 4
+    np.testing.assert_array_equal(DctCodec().decode(v1, noise.shape), DctCodec().decode(own, noise.shape))
+    with pytest.raises(CodecError, match="flags"):
+        DctCodec().decode(small[:4] + b"\x01" + small[5:], x.shape)
+    with pytest.raises(CodecError, match="flags"):
+        DctCodec().decode(small[:5] + bytes([small[5] | 8]) + small[6:], x.shape)
 
 
 def test_payload_is_compact_int16() -> None:
@@ -182,6 +224,7 @@ def test_zigzag_is_jpeg_order() -> None:
         ({"tables": [[65536] * 64]}, "tables"),
         ({"tables": [[1.5] * 64]}, "tables"),
         ({"rdo": "yes"}, "rdo"),
+        ({"entropy": "zstd"}, "entropy"),
     ],
 )
 def test_constructor_rejects(kwargs: dict, word: str) -> None:
@@ -202,6 +245,7 @@ def test_constructor_is_keyword_only_and_frozen() -> None:
         DctCodec(),
         DctCodec(quality=33, chroma="444", rdo=False),
         DctCodec(tables=[list(range(1, 65))]),
+        DctCodec(entropy="fast"),
         DctCodec(tables=np.stack([np.arange(1, 65), np.arange(64, 0, -1)])),
     ],
 )
@@ -250,8 +294,10 @@ def test_shape_mismatch_raises_before_decoding() -> None:
 _FUZZ_BASE = [
     DctCodec(quality=q, chroma=ch).encode(np.random.default_rng(q).integers(0, 256, s, dtype=np.uint8))  # type: ignore[arg-type]
     for q, ch, s in ((50, "420", (3, 16, 16)), (90, "444", (1, 9, 13)), (75, "420", (4, 8, 20)))
+] + [
+    DctCodec(quality=100, entropy="fast").encode(np.random.default_rng(7).integers(0, 256, (3, 16, 24), dtype=np.uint8))
 ]
-_FUZZ_SHAPES = [(3, 16, 16), (1, 9, 13), (4, 8, 20)]
+_FUZZ_SHAPES = [(3, 16, 16), (1, 9, 13), (4, 8, 20), (3, 16, 24)]
 
 
 def _decode_or_codec_error(data: bytes, shape: tuple[int, int, int]) -> None:
@@ -263,7 +309,7 @@ def _decode_or_codec_error(data: bytes, shape: tuple[int, int, int]) -> None:
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
-@given(data=st.binary(max_size=300), which=st.integers(0, 2))
+@given(data=st.binary(max_size=300), which=st.integers(0, 3))
 def test_fuzz_random_bytes(data: bytes, which: int) -> None:
     _decode_or_codec_error(data, _FUZZ_SHAPES[which])
     _decode_or_codec_error(b"QDCT" + data, _FUZZ_SHAPES[which])
@@ -271,7 +317,7 @@ def test_fuzz_random_bytes(data: bytes, which: int) -> None:
 
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    which=st.integers(0, 2),
+    which=st.integers(0, 3),
     edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
     cut=st.integers(0, 10**6),
 )

@@ -13,7 +13,13 @@ peak 255. Bytes are the whole encoded object (headers included).
 Adding a codec row: append ``Row(name, fn, qualities)`` to ``ROWS`` where
 ``fn(img_hwc_uint8, q) -> (nbytes, decoded_hwc_uint8)``.
 
-Usage: python tools/bench_rd.py [--plot rd.png] [--quick]
+qpyr rows: ``qpyr-dct-420`` / ``-444`` use the default context-modelled rANS entropy coder
+(``entropy="ctx"``: smallest, slower to decode); ``qpyr-dct-420-fast`` uses
+``entropy="fast"`` (zstd over frequency-major coefficient planes: larger, faster to decode).
+The speed section prints both; the small-chunk section compares 32/64/128-pixel crops, where
+qpyr's default token models (no per-chunk model header) matter.
+
+Usage: python tools/bench_rd.py [--plot rd.png] [--quick] [--no-speed] [--no-small]
 """
 
 from __future__ import annotations
@@ -97,6 +103,7 @@ ROWS: list[Row] = [
     Row("jpeg-444", _pil_jpeg(0), SWEEP),
     Row("qpyr-dct-420", _qpyr_dct(chroma="420"), SWEEP),
     Row("qpyr-dct-444", _qpyr_dct(chroma="444"), SWEEP),
+    Row("qpyr-dct-420-fast", _qpyr_dct(chroma="420", entropy="fast"), SWEEP),
     Row("webp", _imagecodecs("webp", method=4, lossless=False), [20, 40, 60, 75, 85, 90, 95, 99]),
     Row("jpegxl-e7", _imagecodecs("jpegxl", effort=7), [20, 40, 60, 75, 85, 90, 95, 99]),
     Row("avif-s6", _imagecodecs("avif", speed=6), [20, 40, 60, 75, 85, 90, 95]),
@@ -164,16 +171,16 @@ def report(res: dict[str, dict[str, list]], pnames: Sequence[str]) -> None:
     for metric, target in TARGETS:
         label = f"RGB-SSIM {target}" if metric == "ssim" else f"PSNR {target:g} dB"
         print(f"\n== {label} ==")
-        print(f"{'codec':<14}" + "".join(f"{p:>11}" for p in pnames) + f"{'geomean':>10}")
+        print(f"{'codec':<18}" + "".join(f"{p:>11}" for p in pnames) + f"{'geomean':>10}")
         refb = [bytes_at(ref[p], metric, target) for p in pnames]
-        print(f"{'jpeg-420 B':<14}" + "".join(f"{b:>11.0f}" if math.isfinite(b) else f"{'n/a':>11}" for b in refb))
+        print(f"{'jpeg-420 B':<18}" + "".join(f"{b:>11.0f}" if math.isfinite(b) else f"{'n/a':>11}" for b in refb))
         for name, per in res.items():
             if name == REFERENCE:
                 continue
             ratios = [bytes_at(per[p], metric, target) / rb for p, rb in zip(pnames, refb, strict=False)]
             cells = "".join(f"{r:>11.3f}" if math.isfinite(r) else f"{'n/a':>11}" for r in ratios)
             g = gmean(ratios)
-            print(f"{name:<14}{cells}{g:>10.3f}" if math.isfinite(g) else f"{name:<14}{cells}{'n/a':>10}")
+            print(f"{name:<18}{cells}{g:>10.3f}" if math.isfinite(g) else f"{name:<18}{cells}{'n/a':>10}")
 
 
 def plot(res: dict[str, dict[str, list]], imgs: dict[str, np.ndarray], path: str) -> None:
@@ -225,10 +232,15 @@ def speed(img: np.ndarray, quality: int = 75, repeat: int = 20) -> None:
 
     print(
         f"\nSpeed, 1 core (torch.set_num_threads(1)), {img.shape[1]}x{img.shape[0]} RGB, "
-        f"quality {quality}, best of {repeat}:"
+        f"quality {quality}, best of {repeat} (decode = entropy + torch reconstruct to uint8):"
     )
     for sub, ch in ((2, "420"), (0, "444")):
-        _speed_one(img, chunk, quality, sub, ch, best, mp)
+        for entropy in ("ctx", "fast"):
+            _speed_one(img, chunk, quality, sub, ch, entropy, best, mp)
+    print(
+        "  ctx = default entropy mode (context-modelled rANS, smallest); fast = entropy='fast' "
+        "(zstd, larger, faster to decode). The torch half is the same for both."
+    )
 
 
 def _speed_one(
@@ -237,14 +249,16 @@ def _speed_one(
     quality: int,
     sub: int,
     ch: str,
+    entropy: str,
     best: Callable[..., float],
     mp: float,
 ) -> None:
+    import torch
     from PIL import Image
 
     from qpyr.codecs.dct import DctCodec
 
-    codec = DctCodec(quality=quality, chroma=ch)  # type: ignore[arg-type]
+    codec = DctCodec(quality=quality, chroma=ch, entropy=entropy)  # type: ignore[arg-type]
     data = codec.encode(chunk)
     bio = io.BytesIO()
     Image.fromarray(img).save(bio, "JPEG", quality=quality, optimize=True, subsampling=sub)
@@ -261,20 +275,63 @@ def _speed_one(
 
     payload = codec.decode_coefficients(data, chunk.shape)
     t_ent = best(lambda: codec.decode_coefficients(data, chunk.shape))
-    t_rec = best(lambda: codec.reconstruct(payload, "cpu"))
+    t_rec = best(lambda: codec.reconstruct(payload, "cpu", torch.uint8))
     t_dec = best(lambda: codec.decode(data, chunk.shape))
     t_enc = best(lambda: codec.encode(chunk), 5)
     p_dec, p_enc = best(pil_dec), best(pil_enc)
     print(
-        f"  {ch}: qpyr decode {mp / t_dec:6.1f} MP/s ({t_dec * 1e3:.2f} ms: entropy "
+        f"  {ch} {entropy:<4}: qpyr decode {mp / t_dec:6.1f} MP/s ({t_dec * 1e3:.2f} ms: entropy "
         f"{t_ent * 1e3:.2f} + torch reconstruct {t_rec * 1e3:.2f}) | Pillow decode "
         f"{mp / p_dec:6.1f} MP/s ({p_dec * 1e3:.2f} ms) | ratio {p_dec / t_dec:.2f}x"
     )
     print(
-        f"       qpyr encode {mp / t_enc:6.1f} MP/s | Pillow encode (optimize) "
+        f"            qpyr encode {mp / t_enc:6.1f} MP/s | Pillow encode (optimize) "
         f"{mp / p_enc:6.1f} MP/s | ratio {p_enc / t_enc:.2f}x | bytes {len(data)} vs "
-        f"{len(jb)}"
+        f"{len(jb)} ({len(data) / len(jb):.3f}x)"
     )
+
+
+SMALL_SIZES = (32, 64, 128)
+SMALL_CROPS = 6  # crops per photo and size, on a fixed grid
+
+
+def small_chunks(imgs: dict[str, np.ndarray]) -> None:
+    """Bytes at equal RGB-SSIM for small chunks (coarse pyramid levels): per photo, the summed
+    bytes of SMALL_CROPS crops vs their mean SSIM, interpolated like the main table."""
+    rows = [r for r in ROWS if r.name in ("jpeg-420", "qpyr-dct-420", "qpyr-dct-420-fast")]
+    targets = (0.95, 0.97)
+    print("\nSmall chunks: bytes at equal RGB-SSIM / JPEG 4:2:0 (geomean over photos; crops on a grid).")
+    print(f"{'size':<8}{'codec':<18}" + "".join(f"{'SSIM ' + str(t):>12}" for t in targets) + f"{'B/crop q75':>12}")
+    for s in SMALL_SIZES:
+        res: dict[str, dict[str, list]] = {r.name: {} for r in rows}
+        at75: dict[str, list[float]] = {r.name: [] for r in rows}
+        for pname, img in imgs.items():
+            h, w = img.shape[:2]
+            ys = np.linspace(0, h - s, 3).astype(int)
+            xs = np.linspace(0, w - s, SMALL_CROPS // 3 + 1).astype(int)[1:]
+            crops = [img[y : y + s, x : x + s] for y in ys for x in xs][:SMALL_CROPS]
+            for r in rows:
+                pts = []
+                for q in r.qualities:
+                    outs = [r.fn(np.ascontiguousarray(c), q) for c in crops]
+                    n = sum(o[0] for o in outs)
+                    ss = float(np.mean([rgb_ssim(c, o[1]) for c, o in zip(crops, outs, strict=True)]))
+                    pts.append((n, ss, math.nan))
+                    if q == 75:
+                        at75[r.name].append(n / len(crops))
+                res[r.name][pname] = pts
+        for r in rows:
+            if r.name == REFERENCE:
+                cells = "".join(f"{'1':>12}" for _ in targets)
+            else:
+                cells = ""
+                for t in targets:
+                    ratios = [
+                        bytes_at(res[r.name][p], "ssim", t) / bytes_at(res[REFERENCE][p], "ssim", t) for p in imgs
+                    ]
+                    g = gmean(ratios)
+                    cells += f"{g:>12.3f}" if math.isfinite(g) else f"{'n/a':>12}"
+            print(f"{s:<8}{r.name:<18}{cells}{np.mean(at75[r.name]):>12.0f}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,6 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--plot", help="write a PNG of the RD curves here")
     ap.add_argument("--quick", action="store_true", help="JPEG and qpyr rows only")
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--no-small", action="store_true", help="skip the small-chunk table")
     args = ap.parse_args(argv)
     imgs = photos()
     rows = [r for r in ROWS if not args.quick or r.name.startswith(("jpeg-", "qpyr"))]
@@ -291,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n(sweep took {time.perf_counter() - t:.0f} s)")
     if args.plot:
         plot(res, imgs, args.plot)
+    if not args.no_small:
+        small_chunks(imgs)
     if not args.no_speed:
         speed(imgs["astronaut"])
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,8 @@ __all__ = [
     "encode_plain_chunks",
     "decode_plain_array",
     "DTYPE_CODES",
+    "catalog_path",
+    "catalog_nbytes",
 ]
 
 #: Root attribute holding the manifest.
@@ -44,6 +47,7 @@ LIMITS = {
     "max_channels": 16,
     "max_catalog_bytes": 2**34,
     "max_doc_bytes": 2**28,
+    "max_slot_samples": 2**33,
 }
 
 #: Source dtypes and their codes in the catalog's ``sources`` table.
@@ -159,27 +163,65 @@ def encode_plain_chunks(a: np.ndarray, chunk_rows: int) -> dict[str, bytes]:
     return out
 
 
-def decode_plain_chunk(data: bytes, shape: tuple[int, ...], dtype: np.dtype[Any], where: str) -> np.ndarray:
+def decode_plain_chunk(data: bytes, shape: tuple[int, ...], dtype: np.dtype[Any], where: str,
+                       rows: int | None = None) -> np.ndarray:
+    """Decode one plain chunk of ``shape``; with ``rows``, only its first ``rows`` rows.
+
+    Exists because a chunk is always full-size (``chunk_rows`` rows, however few are used) and
+    ``chunk_rows`` comes from an untrusted manifest: decompressing only the rows that are used
+    keeps the allocation proportional to the store's real item count, whatever a zstd frame of
+    zeros claims to expand to.
+    """
     import zstandard
 
     body = strip_crc(data, where)
     dt = np.dtype(dtype)
-    n = int(np.prod(shape)) * dt.itemsize
+    full = int(np.prod(shape)) * dt.itemsize
+    rows = shape[0] if rows is None else min(int(rows), shape[0])
+    n = rows * (full // shape[0] if shape[0] else 0)
     try:
-        raw = zstandard.ZstdDecompressor().decompress(body, max_output_size=n)
+        with zstandard.ZstdDecompressor().stream_reader(body, read_across_frames=False) as r:
+            raw = r.read(n) if n else b""
+            while len(raw) < n:  # stream_reader may return short reads
+                more = r.read(n - len(raw))
+                if not more:
+                    break
+                raw += more
+            if rows == shape[0] and r.read(1):
+                raise FormatError(f"{where}: chunk holds more than the expected {full} bytes.")
     except zstandard.ZstdError as e:
         raise FormatError(f"{where}: corrupt chunk ({e}).") from e
     if len(raw) != n:
-        raise FormatError(f"{where}: chunk holds {len(raw)} bytes; expected {n}.")
+        raise FormatError(f"{where}: chunk holds fewer bytes than the expected {full}.")
     le = dt.newbyteorder("<") if dt.itemsize > 1 else dt
-    return np.frombuffer(raw, dtype=le).reshape(shape)
+    return np.frombuffer(raw, dtype=le).reshape((rows,) + tuple(shape[1:]))
 
 
 def decode_plain_array(chunks: list[bytes], rows: int, chunk_rows: int, tail: tuple[int, ...], dtype: np.dtype[Any], where: str) -> np.ndarray:
-    parts = [decode_plain_chunk(c, (chunk_rows,) + tail, dtype, f"{where} chunk {i}") for i, c in enumerate(chunks)]
+    """Concatenate decoded chunks of a plain array of ``rows`` rows (padding never decoded)."""
+    parts = [decode_plain_chunk(c, (chunk_rows,) + tail, dtype, f"{where} chunk {i}", rows=rows - i * chunk_rows)
+             for i, c in enumerate(chunks)]
     if not parts:
         return np.zeros((0,) + tail, dtype)
-    return np.concatenate(parts)[:rows]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def catalog_path(generation: int) -> str:
+    """Key prefix of the catalog of store generation ``generation``.
+
+    Generation 1 keeps the catalog at ``catalog/``; every append commit (generation ``g`` >= 2)
+    writes a complete new catalog at ``catalog/g{g}/`` and removes the previous one only after
+    the new root document is in place, so a reader holding any committed root reads a catalog
+    that matches it.
+    """
+    return "catalog" if generation <= 1 else f"catalog/g{generation}"
+
+
+def catalog_nbytes(m: dict[str, Any]) -> int:
+    """Bytes a reader allocates to hold the decoded catalog of a validated manifest."""
+    n = int(m["items"])
+    row = 5 * 8 + m["levels"] * (len(LEVEL_COLUMNS) * 8 + 2 * 4)
+    return int(m["catalog"]["name_bytes"]) + 8 * (n + 1) + n * row
 
 
 CATALOG_CHUNK_ROWS = _CATALOG_CHUNK_ROWS
@@ -215,12 +257,67 @@ _BUCKET_FIELDS = {"path", "level", "encoding", "channels", "height", "width", "p
                   "slots_per_task", "slots", "dtype", "stored_bytes", "params_shape"}
 
 
+_ENCODING_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*-[0-9a-f]{8}$")
+_SUMMARY_INTS = ("stored_bytes", "fp32_bytes", "uint8_bytes")
+_SUMMARY_FLOATS = ("psnr_mean", "psnr_min", "ssim_mean", "ssim_min")
+
+
+def _nullable_number(d: dict[str, Any], key: str, where: str) -> None:
+    if key not in d:
+        raise FormatError(f"{where}: missing required field {key!r}.")
+    v = d[key]
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise FormatError(f"{where}.{key}: expected a finite number or null. Got {v!r}.")
+
+
+def _validate_level_summary(m: dict[str, Any], encs: dict[str, Any], where: str) -> None:
+    ls = _req(m, "level_summary", list, where)
+    if len(ls) > LIMITS["max_levels"]:
+        raise FormatError(f"{where}.level_summary: too many levels ({len(ls)}).")
+    if len(ls) != m["levels"]:
+        raise FormatError(f"{where}.level_summary: expected one entry per level ({m['levels']}). Got {len(ls)}.")
+    for li, e in enumerate(ls):
+        w = f"{where}.level_summary[{li}]"
+        if _int_in(e, "level", 0, LIMITS["max_levels"] - 1, w) != li:
+            raise FormatError(f"{w}.level: expected {li}. Got {e['level']}.")
+        _int_in(e, "items", 0, LIMITS["max_items"], w)
+        for k in _SUMMARY_INTS:
+            _int_in(e, k, 0, 2**62, w)
+        for k in _SUMMARY_FLOATS:
+            _nullable_number(e, k, w)
+        for k in ("shape_min", "shape_max"):
+            if k not in e:
+                raise FormatError(f"{w}: missing required field {k!r}.")
+            v = e[k]
+            if v is not None and (not isinstance(v, list) or len(v) != 3 or
+                                  not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= LIMITS["max_side"] for x in v)):
+                raise FormatError(f"{w}.{k}: expected null or [C, h, w] of integers. Got {v!r}.")
+        counts = _req(e, "encodings", dict, w)
+        for eid, c in counts.items():
+            if eid not in encs:
+                raise FormatError(f"{w}.encodings: {eid!r} is not in the manifest's encodings.")
+            if isinstance(c, bool) or not isinstance(c, int) or c < 0:
+                raise FormatError(f"{w}.encodings[{eid!r}]: expected a count. Got {c!r}.")
+        dec = e.get("decisions", {})
+        if not isinstance(dec, dict) or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in dec.values()):
+            raise FormatError(f"{w}.decisions: expected an object of counts. Got {dec!r}.")
+
+
 def validate_manifest(m: Any, where: str) -> dict[str, Any]:
     """Check a manifest from an untrusted store; returns it unchanged when valid.
 
+    Every type, range and limit that a later allocation or object key depends on is checked
+    here, before the catalog is read: encoding ids (they appear in object keys) match
+    ``<label>-<8 hex>``, bucket paths equal their geometry, ``params_shape`` is the shape the
+    bucket's quantizer implies, and one slot holds at most ``max_slot_samples`` samples.
     Unknown fields fail unless listed in ``optional`` (additive minor versions list the
     fields an older reader may ignore).
     """
+    from .encoding import Encoding  # local: encoding -> codecs -> ... must not import format first
+    from .errors import QpyrError
+
     if not isinstance(m, dict):
         raise FormatError(f"{where}: manifest is not a JSON object.")
     check_version(m.get("format_version"), where)
@@ -235,8 +332,22 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
     _int_in(m, "tasks", 0, 2**40, where)
     _int_in(m, "slots_per_task", 1, 2**20, where)
     _int_in(m, "total_bytes", 0, 2**62, where)
+    _int_in(m, "generation", 1, 2**40, where)
     _req(m, "policy", str, where)
+    for k in ("writer", "created", "filter"):
+        if k in m and not isinstance(m[k], str):
+            raise FormatError(f"{where}.{k}: expected str. Got {type(m[k]).__name__}.")
     encs = _req(m, "encodings", dict, where)
+    parsed: dict[str, Any] = {}
+    for eid, e in encs.items():
+        if not _ENCODING_ID.match(eid):
+            raise FormatError(f"{where}.encodings: {eid[:80]!r} is not an encoding id ('<label>-<8 hex digits>').")
+        try:
+            parsed[eid] = Encoding.from_dict(e)
+        except QpyrError as err:
+            raise FormatError(f"{where}.encodings[{eid!r}]: {err}") from err
+        except (TypeError, ValueError, KeyError, AttributeError) as err:  # a hostile value the parser did not foresee
+            raise FormatError(f"{where}.encodings[{eid!r}]: malformed encoding ({type(err).__name__}: {err}).") from err
     buckets = _req(m, "buckets", list, where)
     if len(buckets) > LIMITS["max_buckets"]:
         raise FormatError(f"{where}.buckets: {len(buckets)} buckets exceeds the limit {LIMITS['max_buckets']}.")
@@ -247,14 +358,22 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
         extra = set(b) - _BUCKET_FIELDS
         if extra:
             raise FormatError(f"{w}: unknown field(s) {sorted(extra)}.")
-        _int_in(b, "level", 0, LIMITS["max_levels"] - 1, w)
-        _int_in(b, "channels", 1, LIMITS["max_channels"], w)
-        _int_in(b, "height", 1, LIMITS["max_side"], w)
-        _int_in(b, "width", 1, LIMITS["max_side"], w)
+        level = _int_in(b, "level", 0, LIMITS["max_levels"] - 1, w)
+        c = _int_in(b, "channels", 1, LIMITS["max_channels"], w)
+        h = _int_in(b, "height", 1, LIMITS["max_side"], w)
+        wd = _int_in(b, "width", 1, LIMITS["max_side"], w)
         _int_in(b, "slots_per_task", 1, 2**20, w)
         _int_in(b, "slots", 0, 2**50, w)
-        _req(b, "packed", bool, w)
-        if _req(b, "dtype", str, w) not in STORED_DTYPES:
+        if "stored_bytes" in b:
+            _int_in(b, "stored_bytes", 0, 2**62, w)
+        if level >= m["levels"]:
+            raise FormatError(f"{w}.level: {level} but the store has {m['levels']} levels.")
+        if c * h * wd > LIMITS["max_slot_samples"]:
+            raise FormatError(f"{w}: one slot of {c} x {h} x {wd} samples exceeds the limit "
+                              f"max_slot_samples = {LIMITS['max_slot_samples']}.")
+        packed = _req(b, "packed", bool, w)
+        dtype = _req(b, "dtype", str, w)
+        if dtype not in STORED_DTYPES:
             raise FormatError(f"{w}.dtype: expected one of {sorted(STORED_DTYPES)}. Got {b['dtype']!r}.")
         enc = _req(b, "encoding", str, w)
         if enc not in encs:
@@ -262,12 +381,24 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
         p = _req(b, "path", str, w)
         if p != BucketSpec.from_dict(b).path:
             raise FormatError(f"{w}.path: {p!r} does not match the bucket's geometry.")
+        q = parsed[enc].quantizer
+        if packed != q.is_packed:
+            raise FormatError(f"{w}.packed: {packed} disagrees with encoding {enc!r}.")
+        if not q.is_lossless and dtype != q.storage_dtype(np.dtype(np.uint8)).name:
+            raise FormatError(f"{w}.dtype: {dtype!r} is not the stored type of encoding {enc!r}.")
+        want = q.param_shape(c, h, wd)
+        ps = b.get("params_shape")
+        if (list(want) if want is not None else None) != ps:
+            raise FormatError(f"{w}.params_shape: expected {list(want) if want else None} for encoding {enc!r}. Got {ps!r}.")
     cat = _req(m, "catalog", dict, where)
     _int_in(cat, "chunk_rows", 1, 2**24, f"{where}.catalog")
     _int_in(cat, "name_bytes", 0, LIMITS["max_catalog_bytes"], f"{where}.catalog")
-    ls = _req(m, "level_summary", list, where)
-    if len(ls) > LIMITS["max_levels"]:
-        raise FormatError(f"{where}.level_summary: too many levels ({len(ls)}).")
+    if cat.get("dtypes", DTYPE_CODES) != DTYPE_CODES:
+        raise FormatError(f"{where}.catalog.dtypes: expected exactly {DTYPE_CODES} in format 1.x.")
+    _validate_level_summary(m, encs, where)
+    if catalog_nbytes(m) > LIMITS["max_catalog_bytes"]:
+        raise FormatError(f"{where}: a catalog of {m['items']} items and {m['levels']} levels needs "
+                          f"{catalog_nbytes(m)} bytes, over the limit max_catalog_bytes = {LIMITS['max_catalog_bytes']}.")
     return m
 
 

@@ -4,16 +4,26 @@
 (``io_stats``), retries transient errors with exponential backoff, writes local files
 atomically (temporary name + rename), and turns backend errors into :class:`StorageError`
 messages that say what to do. Keys are ``/``-separated paths relative to the store root.
+
+Reads of byte ranges are the reader's hot path. On local files they are ``os.pread`` calls on
+cached open files (no per-read ``open``, which costs more than reading a small chunk); on
+remote filesystems many ranges go to the backend in one ``cat_ranges`` call, which async
+backends such as s3fs run concurrently.
+
+An ``ObjectStore`` survives ``fork`` and pickling: the fsspec filesystem is re-created in a
+child process (async filesystems are not fork-safe, fsspec#835) and is never pickled.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any, TypeVar
 
 import fsspec
 
@@ -23,7 +33,21 @@ __all__ = ["ObjectStore", "is_url"]
 
 T = TypeVar("T")
 
-_TRANSIENT = (ConnectionError, TimeoutError)
+#: Open local files kept for ``pread`` (per ObjectStore).
+_MAX_OPEN_FILES = 128
+#: Upper bound of one backoff sleep, seconds.
+_MAX_BACKOFF = 5.0
+
+# Substrings of backend error types/messages, by what they mean (botocore and aiohttp errors
+# are not OSErrors; s3fs maps some codes to OSError subclasses and keeps the text of others).
+_NO_BUCKET = ("NoSuchBucket", "bucket does not exist")
+_AUTH = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "NoCredentials",
+         "InvalidToken", "ExpiredToken", "Unable to locate credentials")
+_UNREACHABLE = ("EndpointConnectionError", "Could not connect", "ConnectionRefused", "Connection refused",
+                "Name or service not known", "nodename nor servname", "ClientConnectorError")
+_TRANSIENT = ("Timeout", "timed out", "Throttl", "SlowDown", "RequestLimitExceeded", "ServiceUnavailable",
+              "InternalError", "503", "500", "502", "504", "ConnectionReset", "Connection reset",
+              "IncompleteRead", "ServerDisconnected", "ClientPayloadError", "BrokenPipe")
 
 
 def is_url(path: str) -> bool:
@@ -35,13 +59,53 @@ def _protocol_hint(url: str) -> str:
     return {"s3": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}.get(proto, "")
 
 
-class ObjectStore:
-    """A store root on any fsspec filesystem, with I/O accounting."""
+def _has(e: BaseException, words: tuple[str, ...]) -> bool:
+    text = f"{type(e).__name__}: {e}"
+    return any(w in text for w in words)
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None, *, retries: int = 4):
+
+def classify_error(e: BaseException) -> str:
+    """``"missing"`` (no such key), ``"no-bucket"``, ``"auth"``, ``"unreachable"``,
+    ``"transient"`` (worth retrying) or ``"fatal"``."""
+    if isinstance(e, FileNotFoundError):
+        return "no-bucket" if _has(e, _NO_BUCKET) else "missing"
+    if isinstance(e, PermissionError) or _has(e, _AUTH):
+        return "auth"
+    if _has(e, _NO_BUCKET):
+        return "no-bucket"
+    if isinstance(e, ConnectionRefusedError) or _has(e, _UNREACHABLE):
+        return "unreachable"
+    if isinstance(e, (ConnectionError, TimeoutError)) or _has(e, _TRANSIENT):
+        return "transient"
+    return "fatal"
+
+
+class ObjectStore:
+    """A store root on any fsspec filesystem, with I/O accounting and retries.
+
+    Args:
+        url: local path or fsspec URL of the root.
+        storage_options: passed to the fsspec filesystem (e.g. ``endpoint_url``, ``key``,
+            ``secret`` for s3fs; credentials otherwise come from the backend's usual
+            environment variables and config files).
+        retries: extra tries for transient errors (timeouts, throttling, 5xx), with
+            exponential backoff from ``backoff`` seconds (with jitter, capped at 5 s). An
+            unreachable endpoint gets one extra try (the backend has usually retried already).
+    """
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None, *, retries: int = 4,
+                 backoff: float = 0.1):
         self.url = url
         self.storage_options = dict(storage_options or {})
-        self.retries = retries
+        self.retries = int(retries)
+        self.backoff = float(backoff)
+        self._lock = threading.Lock()
+        self.bytes_read = 0
+        self.requests = 0
+        self._connect()
+
+    def _connect(self) -> None:
+        url = self.url
         try:
             if is_url(url):
                 fs, root = fsspec.core.url_to_fs(url, **self.storage_options)
@@ -53,16 +117,33 @@ class ObjectStore:
             raise StorageError(
                 f"Cannot open {url!r}: {e}." + (f" Install {hint} to access this URL." if hint else "")
             ) from e
-        except ValueError as e:
-            raise StorageError(f"Cannot open {url!r}: {e}.") from e
-        self.fs = fs
-        self.root = root.rstrip("/")
-        self.local = getattr(fs, "protocol", None) in ("file", ("file", "local"), ("file",)) or (
-            isinstance(fs.protocol, tuple) and "file" in fs.protocol
-        )
-        self._lock = threading.Lock()
-        self.bytes_read = 0
-        self.requests = 0
+        except (ValueError, TypeError) as e:
+            raise StorageError(f"Cannot open {url!r}: {e}. Check the URL and storage options.") from e
+        self._fs = fs
+        self.root = root.rstrip("/") or root
+        proto = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+        self.local = "file" in proto or "local" in proto
+        self._files: OrderedDict[str, IO[bytes]] = OrderedDict()
+        self._pid = os.getpid()
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem (re-created after a fork)."""
+        if self._pid != os.getpid():
+            self._lock = threading.Lock()
+            self._connect()
+        return self._fs
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "storage_options": self.storage_options, "retries": self.retries,
+                "backoff": self.backoff}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["storage_options"], retries=state["retries"],  # type: ignore[misc]
+                      backoff=state["backoff"])
+
+    def __repr__(self) -> str:
+        return f"ObjectStore({self.url!r})"
 
     # -- accounting ------------------------------------------------------------------
     def _count(self, nbytes: int, requests: int = 1) -> None:
@@ -71,6 +152,7 @@ class ObjectStore:
             self.requests += requests
 
     def io_stats(self) -> dict[str, int]:
+        """``{"bytes_read", "requests"}`` since creation or :meth:`reset_io_stats`."""
         with self._lock:
             return {"bytes_read": self.bytes_read, "requests": self.requests}
 
@@ -83,69 +165,157 @@ class ObjectStore:
     def path(self, key: str) -> str:
         return f"{self.root}/{key}" if key else self.root
 
+    def _error(self, what: str, e: BaseException, kind: str, tries: int) -> StorageError:
+        if kind == "no-bucket":
+            return StorageError(f"{what}: the bucket of {self.url!r} does not exist ({e}). Create it or fix the URL.")
+        if kind == "auth" and self.local:
+            return StorageError(f"{what} on {self.url!r}: permission denied ({e}).")
+        if kind == "auth":
+            return StorageError(f"{what} on {self.url!r}: access denied ({type(e).__name__}: {e}). Check the "
+                                "credentials (storage options key/secret, or the backend's environment "
+                                "variables such as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).")
+        if kind == "unreachable":
+            ep = self.storage_options.get("endpoint_url") or (self.storage_options.get("client_kwargs") or {}).get(
+                "endpoint_url")
+            where = f"endpoint {ep!r}" if ep else "the storage endpoint"
+            return StorageError(f"{what} on {self.url!r}: cannot reach {where} after {tries} tries "
+                                f"({type(e).__name__}: {e}). Is the endpoint reachable?")
+        if kind == "transient":
+            return StorageError(f"{what} on {self.url!r} failed after {tries} tries: {type(e).__name__}: {e}")
+        return StorageError(f"{what} on {self.url!r} failed: {type(e).__name__}: {e}")
+
+    def _sleep(self, attempt: int) -> None:
+        d = min(self.backoff * (2 ** attempt), _MAX_BACKOFF)
+        time.sleep(d * (0.5 + random.random() / 2))
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
-        delay = 0.1
-        for attempt in range(self.retries + 1):
+        attempt = 0
+        while True:
             try:
                 return fn()
-            except FileNotFoundError:
+            except StorageError:
                 raise
-            except PermissionError as e:
-                raise StorageError(f"{what} on {self.url!r}: permission denied ({e}). Check credentials.") from e
-            except _TRANSIENT as e:
-                if attempt == self.retries:
-                    raise StorageError(
-                        f"{what} on {self.url!r} failed after {self.retries + 1} tries: {e}. "
-                        "Is the endpoint reachable?"
-                    ) from e
-            except OSError as e:
-                msg = str(e)
-                transient = any(s in msg for s in ("Timeout", "timed out", "Connection", "Throttl", "SlowDown", "503", "500"))
-                if not transient or attempt == self.retries:
-                    raise StorageError(f"{what} on {self.url!r} failed: {e}") from e
-            except Exception as e:  # botocore and aiohttp errors are not OSErrors
-                name = type(e).__name__
-                msg = str(e)
-                if "NoSuchBucket" in msg or "NoSuchBucket" in name:
-                    raise StorageError(f"{what}: the bucket of {self.url!r} does not exist.") from e
-                if any(s in msg or s in name for s in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "Forbidden", "NoCredentials")):
-                    raise StorageError(f"{what} on {self.url!r}: access denied ({name}). Check credentials.") from e
-                transient = any(s in msg or s in name for s in ("Timeout", "Connect", "EndpointConnectionError", "Throttl", "SlowDown"))
-                if not transient or attempt == self.retries:
-                    raise StorageError(f"{what} on {self.url!r} failed: {name}: {e}") from e
-            time.sleep(delay)
-            delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
+            except Exception as e:  # noqa: BLE001 - classified below; nothing is swallowed
+                kind = classify_error(e)
+                if kind == "missing":
+                    raise
+                limit = self.retries if kind == "transient" else min(1, self.retries) if kind == "unreachable" else 0
+                if attempt >= limit:
+                    raise self._error(what, e, kind, attempt + 1) from e
+            self._sleep(attempt)
+            attempt += 1
+
+    # -- local fast path -------------------------------------------------------------
+    def _file(self, p: str) -> IO[bytes]:
+        with self._lock:
+            f = self._files.get(p)
+            if f is not None:
+                self._files.move_to_end(p)
+                return f
+        f = open(p, "rb", buffering=0)  # noqa: SIM115 - cached; closed on eviction by refcount
+        with self._lock:
+            self._files[p] = f
+            if len(self._files) > _MAX_OPEN_FILES:
+                # A reader still holding the evicted object keeps it open until it is done.
+                self._files.popitem(last=False)
+        return f
+
+    def _forget(self, p: str | None = None) -> None:
+        with self._lock:
+            if p is None:
+                self._files.clear()
+            else:
+                for k in [k for k in self._files if k == p or k.startswith(p.rstrip("/") + "/")]:
+                    del self._files[k]
+
+    def _pread(self, p: str, start: int | None, end: int | None) -> bytes:
+        try:
+            f = self._file(p)
+        except IsADirectoryError:
+            raise FileNotFoundError(p) from None
+        fd = f.fileno()
+        if start is None:
+            start = 0
+        if start < 0 or end is None or end < 0:
+            size = os.fstat(fd).st_size
+            start = max(0, size + start) if start < 0 else start
+            end = size if end is None else max(0, size + end) if end < 0 else end
+        n = end - start
+        if n <= 0:
+            return b""
+        data = os.pread(fd, n, start)
+        while len(data) < n:  # short reads are legal; stop at end of file
+            more = os.pread(fd, n - len(data), start + len(data))
+            if not more:
+                break
+            data += more
+        return data
 
     # -- reads -----------------------------------------------------------------------
     def read(self, key: str) -> bytes:
-        data: bytes = self._call(f"Reading {key}", lambda: self.fs.cat_file(self.path(key)))
+        """Whole object. Raises ``FileNotFoundError`` for a missing key."""
+        if self.local and self._pid == os.getpid():
+            data = self._call(f"Reading {key}", lambda: self._pread(self.path(key), 0, None))
+        else:
+            data = self._call(f"Reading {key}", lambda: self.fs.cat_file(self.path(key)))
         self._count(len(data))
-        return data
+        return bytes(data)
 
-    def read_range(self, key: str, start: int, end: int) -> bytes:
-        data: bytes = self._call(
-            f"Reading {key}[{start}:{end}]", lambda: self.fs.cat_file(self.path(key), start=start, end=end)
-        )
-        self._count(len(data))
-        return data
+    def read_range(self, key: str, start: int, end: int | None) -> bytes:
+        """Bytes ``[start, end)`` of an object; a negative ``start`` counts from the end and
+        ``end=None`` reads to the end (so ``(-n, None)`` is the last ``n`` bytes)."""
+        return self.read_ranges([key], [start], [end])[0]
 
-    def read_ranges(self, keys: list[str], starts: list[int], ends: list[int]) -> list[bytes]:
-        """Fetch many byte ranges (concurrently on async backends such as s3fs)."""
-        if not keys:
+    def read_ranges(self, keys: Sequence[str], starts: Sequence[int], ends: Sequence[int | None]) -> list[bytes]:
+        """Fetch many byte ranges (concurrently on async backends such as s3fs).
+
+        Each range counts as one request in :meth:`io_stats`. Ranges that fail transiently are
+        retried; a missing object raises ``FileNotFoundError`` naming its key.
+        """
+        n = len(keys)
+        if n == 0:
             return []
-        paths = [self.path(k) for k in keys]
-        out: list[Any] = self._call(
-            f"Reading {len(keys)} ranges",
-            lambda: self.fs.cat_ranges(paths, starts, ends, on_error="return"),
-        )
-        for k, r in zip(keys, out):
-            if isinstance(r, FileNotFoundError):
-                raise FileNotFoundError(k)
-            if isinstance(r, Exception):
-                raise StorageError(f"Reading {k} on {self.url!r} failed: {r}") from r
-        self._count(sum(len(r) for r in out), len(keys))
-        return out
+        if self.local and self._pid == os.getpid():
+            out: list[bytes] = []
+            for k, s, e in zip(keys, starts, ends, strict=True):
+                p = self.path(k)
+                out.append(self._call(f"Reading {k}", lambda p=p, s=s, e=e: self._pread(p, s, e)))  # type: ignore[misc]
+            self._count(sum(len(b) for b in out), n)
+            return out
+        results: list[Any] = [None] * n
+        todo = list(range(n))
+        attempt = 0
+        while todo:
+            paths = [self.path(keys[i]) for i in todo]
+            s_, e_ = [starts[i] for i in todo], [ends[i] for i in todo]
+            got: list[Any] = self._call(
+                f"Reading {len(todo)} range(s)",
+                lambda paths=paths, s_=s_, e_=e_: self.fs.cat_ranges(paths, s_, e_, on_error="return"),  # type: ignore[misc]
+            )
+            retry: list[int] = []
+            for i, r in zip(todo, got, strict=True):
+                if not isinstance(r, BaseException):
+                    results[i] = r
+                    continue
+                kind = classify_error(r)
+                if kind == "missing":
+                    raise FileNotFoundError(keys[i]) from r
+                limit = self.retries if kind == "transient" else min(1, self.retries) if kind == "unreachable" else 0
+                if attempt >= limit:
+                    raise self._error(f"Reading {keys[i]}", r, kind, attempt + 1) from r
+                retry.append(i)
+            if retry:
+                self._sleep(attempt)
+                attempt += 1
+            todo = retry
+        self._count(sum(len(r) for r in results), n)
+        return [bytes(r) for r in results]
+
+    def read_many(self, keys: Sequence[str]) -> list[bytes]:
+        """Whole objects, fetched together (concurrently on async backends)."""
+        if self.local and self._pid == os.getpid():
+            return [self.read(k) for k in keys]
+        return self.read_ranges(keys, [0] * len(keys), [None] * len(keys))
 
     def size(self, key: str) -> int:
         info = self._call(f"Stat {key}", lambda: self.fs.info(self.path(key)))
@@ -163,7 +333,8 @@ class ObjectStore:
         except FileNotFoundError:
             return {}
         out: dict[str, int] = {}
-        root = self.fs._strip_protocol(self.root) if hasattr(self.fs, "_strip_protocol") else self.root
+        fs = self.fs
+        root = fs._strip_protocol(self.root) if hasattr(fs, "_strip_protocol") else self.root
         for p, info in found.items():
             if info.get("type") == "directory":
                 continue
@@ -179,6 +350,7 @@ class ObjectStore:
         """Write an object; local files are written to a temporary name and renamed."""
         p = self.path(key)
         if self.local:
+            self._forget(p)
             os.makedirs(os.path.dirname(p), exist_ok=True)
             tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
             with open(tmp, "wb") as f:
@@ -188,6 +360,8 @@ class ObjectStore:
         self._call(f"Writing {key}", lambda: self.fs.pipe_file(p, data))
 
     def delete(self, key: str) -> None:
+        if self.local:
+            self._forget(self.path(key))
         try:
             self._call(f"Deleting {key}", lambda: self.fs.rm(self.path(key), recursive=True))
         except FileNotFoundError:
@@ -198,6 +372,7 @@ class ObjectStore:
         if self.local:
             import shutil
 
+            self._forget()
             if os.path.isdir(self.root):
                 shutil.rmtree(self.root)
             elif os.path.exists(self.root):

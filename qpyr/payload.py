@@ -1,0 +1,356 @@
+"""Level payloads: what a read fetches and entropy-decodes on the CPU, and how it becomes values.
+
+A read has two halves. :meth:`qpyr.store.Store.fetch` does the I/O and the byte-level
+decoding on the CPU and returns one :class:`LevelPayload` per level: the stored samples
+(integers, 4-bit codes still packed two per byte, half floats ...) with their quantization
+parameters, or, for codecs that split their decoder (see below), the entropy-decoded
+coefficients. :meth:`LevelPayload.decode` does the arithmetic with torch ops on the target
+device: transfer (pinned, non-blocking on CUDA), nibble unpacking, the codec's reconstruction
+(e.g. IDCT), dequantization. ``Store.read`` is exactly ``fetch`` + ``decode``, so the values a
+DataLoader gets with device-side decoding are the values ``read`` returns.
+
+Payloads are plain picklable objects holding CPU tensors: DataLoader workers can return them
+(tensors travel through shared memory) and the main process decodes a batch on the GPU with
+:func:`decode_payloads`.
+
+Split codecs: a chunk codec (or its ``inner`` codec) with ``decode_coefficients(data, shape)``
+(CPU, bytes → any picklable payload; ``shape`` is the chunk's ``(C, H, W)``) and
+``reconstruct(payload, device, dtype)`` (torch ops on ``device`` → ``Tensor[C, H, W]`` of stored
+samples of ``dtype``, rounded exactly as the codec's ``decode``) is decoded in two halves when
+asked for, so both paths give identical samples. A ``reconstruct(payload, device)`` without the
+dtype argument returns unrounded floats, which are rounded half up and clamped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .quant import Granularity, Quantizer, StoredType, unpack_nibbles
+
+__all__ = ["LevelPayload", "PayloadBatch", "StoredLevel", "decode_payloads", "split_codec", "torch_dtype"]
+
+_TORCH_DTYPES = {
+    "uint8": torch.uint8, "int8": torch.int8, "uint16": torch.uint16, "int16": torch.int16,
+    "uint32": torch.uint32, "int32": torch.int32, "uint64": torch.uint64, "int64": torch.int64,
+    "float16": torch.float16, "float32": torch.float32, "float64": torch.float64,
+}
+_WIDE = (torch.float64, torch.int32, torch.int64, torch.uint32, torch.uint64)
+
+
+def torch_dtype(dt: np.dtype[Any]) -> torch.dtype:
+    """torch dtype holding numpy stored samples of dtype ``dt`` (same bits)."""
+    return _TORCH_DTYPES[np.dtype(dt).name]
+
+
+def split_codec(codec: Any) -> Any | None:
+    """The object implementing ``decode_coefficients``/``reconstruct`` for ``codec``, or None."""
+    for c in (codec, getattr(codec, "inner", None)):
+        if c is not None and hasattr(c, "decode_coefficients") and hasattr(c, "reconstruct"):
+            return c
+    return None
+
+
+def _to(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
+    if t.device == dev:
+        return t
+    if dev.type == "cuda" and t.device.type == "cpu":
+        return (t if t.is_pinned() else t.pin_memory()).to(dev, non_blocking=True)
+    return t.to(dev)
+
+
+_TAKES_DTYPE: dict[type, bool] = {}
+
+
+def _takes_dtype(codec: Any) -> bool:
+    t = type(codec)
+    if t not in _TAKES_DTYPE:
+        try:
+            _TAKES_DTYPE[t] = len(inspect.signature(codec.reconstruct).parameters) >= 3
+        except (TypeError, ValueError):
+            _TAKES_DTYPE[t] = False
+    return _TAKES_DTYPE[t]
+
+
+def _reconstruct_tile(codec: Any, co: Any, dev: torch.device, sdt: torch.dtype) -> torch.Tensor:
+    """A split codec's reconstruction of one chunk, as stored samples of dtype ``sdt``."""
+    if _takes_dtype(codec):
+        return codec.reconstruct(co, dev, sdt)  # the codec rounds exactly as its decode() does
+    r = codec.reconstruct(co, dev)
+    if sdt.is_floating_point:
+        return r.to(sdt)
+    info = torch.iinfo(sdt)
+    return torch.floor(r + 0.5).clamp_(info.min, info.max).to(sdt)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StoredLevel:
+    """Stored values of one level, undequantized (``read(..., dequantize=False)``).
+
+    ``values`` is ``Tensor[C, h, w]`` in the stored type: ``uint8`` / ``int8`` codes (4-bit
+    codes unpacked: uint4 as ``uint8`` 0..15, int4 as ``int8`` -8..7), ``float16`` /
+    ``bfloat16`` / ``float32`` for float levels, the source dtype for lossless levels.
+    ``scale`` and ``zero_point`` are float32 tensors that broadcast against ``values``
+    (``[1, 1, 1]`` per level, ``[C, 1, 1]`` per channel, ``[C, h, w]`` per block); the value of
+    a sample is ``(values - zero_point) * scale`` — in [0, 1] for 8/16-bit sources. Float and
+    lossless levels have ``zero_point = 0`` and ``scale`` = the source's normalization
+    (``1/255``, ``1/65535`` or 1).
+    """
+
+    values: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    stored_type: str
+    granularity: str
+    quantizer: Quantizer | None = None
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The level's values as ``dtype``: exactly what ``read(..., dequantize=True)`` returns."""
+        v = self.values
+        if self.stored_type in ("float16", "bfloat16", "float32"):
+            return v.to(torch.float32).to(dtype)
+        if self.stored_type == "source" and self.quantizer is not None:
+            # 8/16-bit sources divide by 255 / 65535 (correctly rounded), as the quantizer does
+            vs = float(self.scale.reshape(-1)[0])
+            return self.quantizer.dequantize(v, None, value_scale=vs).to(dtype)
+        x = v.to(torch.float64 if v.dtype in _WIDE else torch.float32)
+        return ((x - self.zero_point.to(x.dtype)) * self.scale.to(x.dtype)).to(dtype)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LevelPayload:
+    """One level of one item after fetch and entropy decoding, before the device arithmetic.
+
+    Attributes:
+        quantizer: the level's quantizer (decides the maths of :meth:`decode`).
+        value_scale: the item's normalization factor (lossless levels).
+        height, width: logical size of the result (the level, or the requested region of it).
+        origin: ``(y, x)`` of the result's top-left sample in level coordinates.
+        samples: CPU ``Tensor[C, height, W']`` of stored samples (4-bit codes still packed two
+            per byte: ``W' = ceil((col + width) / 2)``), or None for coefficient payloads.
+        col: first logical column of the result in ``samples`` after unpacking (0 or 1).
+        params: float32 ``Tensor[2, *groups]`` (scale, zero-point) of the item, or None.
+        codec: for coefficient payloads, the split codec; ``tiles`` then holds
+            ``(y, x, coefficients)`` of each chunk, in sample coordinates relative to the
+            result, and ``tile_shape`` the chunks' ``(C, H, W)``.
+        stored_dtype: numpy name of the stored sample type.
+    """
+
+    quantizer: Quantizer
+    value_scale: float
+    height: int
+    width: int
+    origin: tuple[int, int]
+    stored_dtype: str
+    channels: int
+    samples: torch.Tensor | None = None
+    col: int = 0
+    params: torch.Tensor | None = None
+    codec: Any = None
+    tiles: tuple[tuple[int, int, Any], ...] = ()
+    tile_shape: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(C, height, width)`` of the decoded result."""
+        return (self.channels, self.height, self.width)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of CPU tensors/arrays carried (what a worker ships to the main process)."""
+        n = self.samples.nbytes if self.samples is not None else 0
+        n += self.params.nbytes if self.params is not None else 0
+        for _, _, co in self.tiles:
+            for v in (getattr(co, "__dict__", None) or {f.name: getattr(co, f.name) for f in dataclasses.fields(co)}
+                      if dataclasses.is_dataclass(co) else {}).values():
+                for a in (v if isinstance(v, tuple) else (v,)):
+                    n += a.nbytes if isinstance(a, np.ndarray | torch.Tensor) else 0
+        return int(n)
+
+    def pin_memory(self) -> LevelPayload:
+        """A copy with samples in pinned memory (called by ``DataLoader(pin_memory=True)``)."""
+        if self.samples is None or self.samples.is_pinned():
+            return self
+        return dataclasses.replace(self, samples=self.samples.pin_memory())
+
+    # -------------------------------------------------------------- device half
+    def codes(self, device: str | torch.device = "cpu") -> torch.Tensor:
+        """Stored samples of the result on ``device``: ``Tensor[C, height, width]``, 4-bit
+        codes unpacked (uint8 / int8), coefficient payloads reconstructed and rounded."""
+        dev = torch.device(device)
+        q = self.quantizer
+        if self.samples is None:
+            t = self._reconstruct(dev)
+        else:
+            t = _to(self.samples, dev)
+            if q.is_packed:
+                t = unpack_nibbles(t, self.col + self.width, signed=q.dtype is StoredType.INT4)
+                t = t[:, :, self.col:].to(torch.int8 if q.dtype is StoredType.INT4 else torch.uint8)
+        return t
+
+    def _reconstruct(self, dev: torch.device) -> torch.Tensor:
+        sdt = torch_dtype(np.dtype(self.stored_dtype))
+        if len(self.tiles) == 1 and self.tiles[0][:2] == (0, 0):
+            return _reconstruct_tile(self.codec, self.tiles[0][2], dev, sdt)[:, :self.height, :self.width]
+        t = torch.empty((self.channels, self.height, self.width), dtype=sdt, device=dev)
+        for y, x, co in self.tiles:
+            r = _reconstruct_tile(self.codec, co, dev, sdt)
+            ys, xs = max(0, -y), max(0, -x)
+            ye, xe = min(r.shape[1], self.height - y), min(r.shape[2], self.width - x)
+            t[:, y + ys:y + ye, x + xs:x + xe] = r[:, ys:ye, xs:xe]
+        return t
+
+    def _params(self, dev: torch.device) -> tuple[torch.Tensor | None, int, int]:
+        """Params on ``dev`` cut to the result's blocks, and the result's offset in its first
+        block (block granularity; 0 otherwise)."""
+        p = self.params
+        if p is None:
+            return None, 0, 0
+        q = self.quantizer
+        if q.granularity is Granularity.BLOCK:
+            b = q.block
+            oy, ox = self.origin
+            by0, bx0 = oy // b, ox // b
+            p = p[:, :, by0:-(-(oy + self.height) // b), bx0:-(-(ox + self.width) // b)]
+            return _to(p, dev), oy - by0 * b, ox - bx0 * b
+        return _to(p, dev), 0, 0
+
+    def decode(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Values ``Tensor[C, height, width]`` of ``dtype`` on ``device``: in [0, 1] for 8/16-bit
+        sources, source units otherwise. The arithmetic runs on ``device``."""
+        dev = torch.device(device)
+        t = self.codes(dev)
+        p, py, px = self._params(dev)
+        q = self.quantizer
+        if py or px:
+            # Quantizer.dequantize aligns block parameters at sample (0, 0): pad the result
+            # to the start of its first block instead of restating the maths here.
+            t = torch.nn.functional.pad(t, (px, 0, py, 0))
+            return q.dequantize(t, p, value_scale=self.value_scale)[:, py:, px:].to(dtype)
+        return q.dequantize(t, p, value_scale=self.value_scale).to(dtype)
+
+    def stored(self, device: str | torch.device = "cpu") -> StoredLevel:
+        """The stored values with their scale and zero-point (no dequantization)."""
+        dev = torch.device(device)
+        q = self.quantizer
+        t = self.codes(dev)
+        one = torch.ones((1, 1, 1), dtype=torch.float32, device=dev)
+        if q.dtype is StoredType.BFLOAT16:
+            t = t.view(torch.bfloat16) if t.dtype in (torch.uint16, torch.int16) else t
+        if not q.is_integer:
+            s = one * (self.value_scale if q.is_lossless else 1.0)
+            return StoredLevel(t, s, torch.zeros_like(one), q.dtype.value if not q.is_lossless else "source", "level", q)
+        p, py, px = self._params(dev)
+        if p is None:
+            raise ValueError(f"Expected quantization parameters for a {q.dtype.value} level. Got none.")
+        c, h, w = t.shape
+        if q.granularity is Granularity.LEVEL:
+            s, z = p[0].reshape(1, 1, 1), p[1].reshape(1, 1, 1)
+        elif q.granularity is Granularity.CHANNEL:
+            s, z = p[0].reshape(c, 1, 1), p[1].reshape(c, 1, 1)
+        else:
+            b = q.block
+            s = p[0].repeat_interleave(b, -2).repeat_interleave(b, -1)[:, py:py + h, px:px + w]
+            z = p[1].repeat_interleave(b, -2).repeat_interleave(b, -1)[:, py:py + h, px:px + w]
+        return StoredLevel(t, s.contiguous(), z.contiguous(), q.dtype.value, q.granularity.value, q)
+
+
+def _group_key(p: LevelPayload) -> Any:
+    """Payloads with equal keys decode as one stacked batch (None: decode alone)."""
+    q = p.quantizer
+    if (p.samples is None or q.is_packed or q.granularity is Granularity.BLOCK
+            or (q.is_integer and p.params is None)):
+        return None
+    return (q, p.value_scale, p.samples.dtype, tuple(p.samples.shape),
+            None if p.params is None else tuple(p.params.shape))
+
+
+class PayloadBatch(Sequence[LevelPayload]):
+    """The payloads of one level of a batch, packed for the trip from a DataLoader worker.
+
+    Sample payloads that share shape, stored type and per-level/per-channel quantizer (a batch
+    of a bucketed corpus) keep their samples and parameters in one stacked tensor each, so a
+    worker ships one shared-memory block per group instead of one per image, and
+    :meth:`decode` runs one transfer and one dequantization per group. Indexing gives the
+    individual :class:`LevelPayload` s back.
+    """
+
+    def __init__(self, payloads: Sequence[LevelPayload]):
+        items = list(payloads)
+        by_key: dict[Any, list[int]] = {}
+        for i, p in enumerate(items):
+            k = _group_key(p)
+            if k is not None:
+                by_key.setdefault(k, []).append(i)
+        self._groups: list[tuple[list[int], torch.Tensor, torch.Tensor | None]] = []
+        self._where: dict[int, tuple[int, int]] = {}
+        for idx in by_key.values():
+            if len(idx) < 2:
+                continue
+            st = torch.stack([items[i].samples for i in idx])  # type: ignore[misc]
+            pp = None if items[idx[0]].params is None else torch.stack([items[i].params for i in idx])  # type: ignore[misc]
+            g = len(self._groups)
+            self._groups.append((idx, st, pp))
+            for j, i in enumerate(idx):
+                self._where[i] = (g, j)
+                items[i] = dataclasses.replace(items[i], samples=None, params=None)  # metadata only
+        self._items = items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getitem__(self, i: int) -> LevelPayload:  # type: ignore[override]
+        i = range(len(self._items))[i]
+        if i not in self._where:
+            return self._items[i]
+        g, j = self._where[i]
+        _, st, pp = self._groups[g]
+        return dataclasses.replace(self._items[i], samples=st[j], params=None if pp is None else pp[j])
+
+    def pin_memory(self) -> PayloadBatch:
+        """A copy in pinned memory (called by ``DataLoader(pin_memory=True)``)."""
+        out = PayloadBatch.__new__(PayloadBatch)
+        out._where = self._where
+        out._groups = [(idx, st.pin_memory(), pp) for idx, st, pp in self._groups]
+        out._items = [p if i in self._where else p.pin_memory() for i, p in enumerate(self._items)]
+        return out
+
+    def _decode_group(self, g: int, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        idx, st, pp = self._groups[g]
+        p0 = self._items[idx[0]]
+        x = _to(st.pin_memory() if dev.type == "cuda" and not st.is_pinned() else st, dev)
+        vals = p0.quantizer.dequantize(x, None if pp is None else _to(pp, dev), value_scale=p0.value_scale)
+        return vals.to(dtype)
+
+    def decode(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+               *, stack: bool = False) -> Any:
+        """Values of every payload on ``device``, in order: a list of ``Tensor[C, h, w]``, or
+        with ``stack=True`` one ``Tensor[N, C, h, w]`` when all share a shape."""
+        dev = torch.device(device)
+        if stack and len(self._groups) == 1 and len(self._groups[0][0]) == len(self._items):
+            return self._decode_group(0, dev, dtype)  # already stacked in item order
+        out: list[torch.Tensor | None] = [None] * len(self._items)
+        for g, (idx, _, _) in enumerate(self._groups):
+            vals = self._decode_group(g, dev, dtype)
+            for j, i in enumerate(idx):
+                out[i] = vals[j]
+        for i, p in enumerate(self._items):
+            if i not in self._where:
+                out[i] = p.decode(dev, dtype)
+        if stack and all(t.shape == out[0].shape for t in out):  # type: ignore[union-attr]
+            return torch.stack(out)  # type: ignore[arg-type]
+        return out
+
+
+def decode_payloads(payloads: Sequence[LevelPayload], device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    """Decode many payloads on ``device`` (see :class:`PayloadBatch`: equal-shaped sample
+    payloads are decoded with one transfer and one dequantization)."""
+    batch = payloads if isinstance(payloads, PayloadBatch) else PayloadBatch(payloads)
+    out: list[torch.Tensor] = batch.decode(device, dtype)
+    return out

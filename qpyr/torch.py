@@ -1,0 +1,356 @@
+"""PyTorch datasets over qpyr stores: map-style and streaming, multi-level, cloud-ready.
+
+.. code-block:: python
+
+    import torch, qpyr.torch, qpyr.collate
+    ds = qpyr.torch.PyramidDataset("photos.qpyr", levels=[2])            # or s3://bucket/photos.qpyr
+    loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=2, collate_fn=qpyr.collate.collate_padded)
+    for batch in loader:
+        x, mask = batch["levels"][2], batch["mask"][2]                   # [32, 3, H, W] float32 in [0, 1]
+
+Samples are ``{"name": str, "index": int, "levels": {level: Tensor[C, h, w]}}`` (float32, in
+[0, 1] for 8/16-bit sources). Stores are opened lazily in the process that reads (each
+DataLoader worker opens its own: async fsspec filesystems are not fork-safe), so the datasets
+work with ``num_workers`` 0 or more, persistent workers and the ``fork``/``spawn`` start
+methods.
+
+Device-side decoding: with ``device_decode=True`` workers return compact
+:class:`~qpyr.payload.LevelPayload` objects (stored integers and parameters, or a split
+codec's coefficients) and :func:`decode_batch` turns a collated batch into tensors on the
+training device in the main process — the CPU workers only move and entropy-decode bytes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.context
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from .collate import pad_batch
+from .errors import InputError
+from .payload import LevelPayload, PayloadBatch
+from .store import Store, open_store
+
+__all__ = ["PyramidDataset", "StreamingPyramidDataset", "decode_batch"]
+
+_STATE_VERSION = 1
+
+
+def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is None or world_size is None:
+        d = torch.distributed
+        if d.is_available() and d.is_initialized():
+            rank = d.get_rank() if rank is None else rank
+            world_size = d.get_world_size() if world_size is None else world_size
+    rank = 0 if rank is None else int(rank)
+    world_size = 1 if world_size is None else int(world_size)
+    if not 0 <= rank < world_size:
+        raise InputError(f"Expected 0 <= rank < world_size. Got rank={rank}, world_size={world_size}.")
+    return rank, world_size
+
+
+class _Source:
+    """What both datasets share: lazy per-process store, level selection, one sample."""
+
+    def __init__(self, url: str, levels: Sequence[int] | int | None, target_size: int | None,
+                 transform: Callable[[torch.Tensor], Any] | None, storage_options: dict[str, Any] | None,
+                 device_decode: bool, dtype: torch.dtype):
+        if (levels is None) == (target_size is None):
+            raise InputError("Give exactly one of levels=[...] or target_size=.")
+        if device_decode and transform is not None:
+            raise InputError("transform runs on decoded tensors; with device_decode=True apply it after decode_batch.")
+        self.url = url
+        self.levels = None if levels is None else ([int(levels)] if isinstance(levels, (int, np.integer))
+                                                   else [int(x) for x in levels])
+        if self.levels is not None and not self.levels:
+            raise InputError("Expected at least one level.")
+        self.target_size = None if target_size is None else int(target_size)
+        self.transform = transform
+        self.storage_options = dict(storage_options or {})
+        self.device_decode = device_decode
+        self.dtype = dtype
+        self._store: Store | None = None
+        self._pid = -1
+
+    @property
+    def store(self) -> Store:
+        """The store, opened in this process on first use."""
+        if self._store is None or self._pid != os.getpid():
+            self._store = open_store(self.url, storage_options=self.storage_options or None)
+            self._pid = os.getpid()
+        return self._store
+
+    def _state_for_pickle(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["_store"], d["_pid"] = None, -1  # never ship an open store (or its fsspec session)
+        return d
+
+    def _levels_of(self, i: int) -> list[int] | str:
+        return self.levels if self.levels is not None else "auto"
+
+    def _sample(self, i: int) -> dict[str, Any]:
+        st = self.store
+        lv = self._levels_of(i)
+        kw: dict[str, Any] = {"target_size": self.target_size} if lv == "auto" else {}
+        if self.device_decode:
+            levels: dict[int, Any] = st.fetch(i, lv, coefficients=True, **kw)
+        else:
+            payloads = st.fetch(i, lv, **kw)
+            levels = {li: p.decode("cpu", self.dtype) for li, p in payloads.items()}
+            if self.transform is not None:
+                levels = {li: self.transform(t) for li, t in levels.items()}
+        return {"name": st._names[i], "index": i, "levels": levels}
+
+    def _chosen_levels(self) -> np.ndarray:
+        """The level each item reads (the first listed level, or the ``target_size`` choice)."""
+        st = self.store
+        n = len(st)
+        if self.levels is not None:
+            return np.full(n, self.levels[0], np.int64)
+        out = np.zeros(n, np.int64)
+        for li in range(st.manifest["levels"]):
+            hw = st.level_shapes(li)
+            ok = (hw.min(axis=1) >= self.target_size) & (hw[:, 0] > 0)
+            out[ok] = li
+        return out
+
+    def sizes(self) -> np.ndarray:
+        """``int64 [N, 2]``: ``(h, w)`` of the (first) level each item returns; no I/O beyond
+        the catalog. For :class:`qpyr.collate.AspectRatioBucketSampler`."""
+        st = self.store
+        chosen = self._chosen_levels()
+        out = np.full((len(st), 2), -1, np.int64)
+        for li in np.unique(chosen):
+            sel = chosen == li
+            out[sel] = st.level_shapes(int(li))[sel]
+        return out
+
+
+class PyramidDataset(_Source, Dataset):  # type: ignore[type-arg]
+    """Map-style dataset: ``ds[i]`` reads item ``i``'s levels.
+
+    Args:
+        url: store path or fsspec URL (``s3://``, ``gs://``, ``memory://``, ``file://``).
+        levels: levels to read for every item (each sample's ``"levels"`` has these keys).
+        target_size: instead of ``levels``, read per item the smallest level whose short side
+            is >= ``target_size`` (level 0 if the image is smaller).
+        transform: applied to each decoded level tensor (in the worker).
+        storage_options: fsspec options (credentials, ``endpoint_url`` ...).
+        device_decode: return :class:`~qpyr.payload.LevelPayload` s instead of tensors; decode
+            with :func:`decode_batch` on the training device.
+        dtype: floating dtype of decoded tensors.
+
+    Works with any sampler, including ``DistributedSampler``.
+    """
+
+    def __init__(self, url: str, levels: Sequence[int] | int | None = None, *, target_size: int | None = None,
+                 transform: Callable[[torch.Tensor], Any] | None = None,
+                 storage_options: dict[str, Any] | None = None, device_decode: bool = False,
+                 dtype: torch.dtype = torch.float32):
+        _Source.__init__(self, url, levels, target_size, transform, storage_options, device_decode, dtype)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self.store)
+        i = int(index)
+        if not -n <= i < n:
+            raise IndexError(f"index {index} out of range for a dataset of {n} items")
+        return self._sample(i % n)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self._state_for_pickle()
+
+    def __repr__(self) -> str:
+        what = f"levels={self.levels}" if self.levels is not None else f"target_size={self.target_size}"
+        return f"PyramidDataset({self.url!r}, {what})"
+
+
+def _spawning() -> bool:
+    return multiprocessing.context.get_spawning_popen() is not None
+
+
+class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-arg]
+    """Iterable dataset: a shard-aware shuffled stream, split by rank and worker, resumable.
+
+    The order of an epoch is a pure function of ``(seed, epoch)``: shards (rows of
+    ``items_per_shard`` items of the first level read) are permuted, consecutive runs of
+    ``block_shards`` shards form blocks, and items are permuted within each block — so each
+    worker reads from a few shards at a time (shard indexes stay cached) while the order is
+    still well mixed. Position ``p`` of the epoch's sequence goes to rank ``p % world_size``;
+    each rank's sequence is dealt to DataLoader workers in runs of ``batch_size``, worker
+    ``j % num_workers`` getting run ``j`` — which is the order in which a DataLoader with the
+    same ``batch_size`` hands out their batches. So the trainer sees exactly its rank's
+    sequence, whatever the number of workers, every item once per epoch across ranks.
+
+    Args:
+        url, levels, target_size, transform, storage_options, device_decode, dtype: as in
+            :class:`PyramidDataset`.
+        shuffle: False streams items in store order.
+        seed: shuffling seed.
+        block_shards: shards per shuffle block.
+        batch_size: the DataLoader's batch size (needed for exact resumption with workers).
+        rank, world_size: defaults from ``torch.distributed`` when initialized, else 0 and 1.
+        drop_last: give every rank the same number of items (``floor(N / world_size)``,
+            dropping the last few items of the epoch's order), as DDP needs.
+
+    Call :meth:`set_epoch` before each epoch (it reaches persistent workers too). For exact
+    mid-epoch resumption save ``state_dict(samples_seen=k)`` (``k`` = samples this rank has
+    consumed; with ``num_workers=0`` it is counted for you) and ``load_state_dict`` it into a
+    new dataset before iterating: the stream continues with exactly the remaining samples, even
+    with a different number of workers or ranks.
+    """
+
+    def __init__(self, url: str, levels: Sequence[int] | int | None = None, *, target_size: int | None = None,
+                 shuffle: bool = True, seed: int = 0, block_shards: int = 4, batch_size: int = 1,
+                 rank: int | None = None, world_size: int | None = None, drop_last: bool = False,
+                 transform: Callable[[torch.Tensor], Any] | None = None,
+                 storage_options: dict[str, Any] | None = None, device_decode: bool = False,
+                 dtype: torch.dtype = torch.float32):
+        _Source.__init__(self, url, levels, target_size, transform, storage_options, device_decode, dtype)
+        if block_shards < 1 or batch_size < 1:
+            raise InputError(f"Expected block_shards >= 1 and batch_size >= 1. Got {block_shards}, {batch_size}.")
+        self.shuffle, self.seed, self.block_shards, self.batch_size = shuffle, int(seed), int(block_shards), int(batch_size)
+        self.rank, self.world_size = _dist_rank_world(rank, world_size)
+        self.drop_last = drop_last
+        # [epoch, resume_epoch, resume_position]: shared memory, so set_epoch / load_state_dict
+        # in the main process reach persistent workers (fork inherits it, spawn ships it).
+        self._shared: Any = multiprocessing.RawArray("q", [0, -1, 0])
+        self._yielded = 0
+
+    # -- epoch and state -------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return int(self._shared[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` for the next iteration (call before each epoch)."""
+        self._shared[0] = int(epoch)
+        self._yielded = 0
+
+    def state_dict(self, samples_seen: int | None = None) -> dict[str, Any]:
+        """Position in the current epoch: ``samples_seen`` = samples this rank consumed (by
+        default those this process iterated: correct for ``num_workers=0``)."""
+        seen = self._yielded if samples_seen is None else int(samples_seen)
+        if seen < 0:
+            raise InputError(f"Expected samples_seen >= 0. Got {seen}.")
+        epoch, r_epoch, r_pos = (int(x) for x in self._shared)
+        base = r_pos if r_epoch == epoch else 0
+        return {"version": _STATE_VERSION, "seed": self.seed, "epoch": epoch, "shuffle": self.shuffle,
+                "block_shards": self.block_shards, "items": len(self.store),
+                "position": base + seen * self.world_size}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next iteration of ``state["epoch"]`` starts after
+        the samples already consumed (by all ranks)."""
+        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
+            raise InputError(f"Expected a StreamingPyramidDataset state of version {_STATE_VERSION}. Got {state!r}.")
+        for k in ("seed", "shuffle", "block_shards"):
+            if state[k] != getattr(self, k):
+                raise InputError(f"The state was saved with {k}={state[k]!r}; this dataset has {getattr(self, k)!r}.")
+        if state["items"] != len(self.store):
+            raise InputError(f"The state was saved for a store of {state['items']} items; this one has {len(self.store)}.")
+        self._shared[0] = int(state["epoch"])
+        self._shared[1] = int(state["epoch"])
+        self._shared[2] = int(state["position"])
+        self._yielded = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        d = self._state_for_pickle()
+        if not _spawning():
+            d["_shared"] = list(self._shared)  # plain copy: a RawArray pickles only when spawning
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        if isinstance(d["_shared"], list):
+            d["_shared"] = multiprocessing.RawArray("q", d["_shared"])
+        self.__dict__.update(d)
+
+    # -- order ---------------------------------------------------------------------------
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """All item indices in the order of ``epoch`` (before splitting over ranks)."""
+        st = self.store
+        n = len(st)
+        if not self.shuffle:
+            return np.arange(n, dtype=np.int64)
+        rng = np.random.default_rng([self.seed, int(epoch)])
+        chosen = self._chosen_levels()
+        shard = np.full(n, -1, np.int64)
+        for li in np.unique(chosen):
+            sel = chosen == li
+            shard[sel] = st.shard_ids(int(li))[sel]
+        uniq, inverse = np.unique(shard, return_inverse=True)
+        perm = rng.permutation(len(uniq))          # shard order
+        block = np.empty(len(uniq), np.int64)
+        block[perm] = np.arange(len(uniq)) // self.block_shards
+        key = block[inverse]                        # each item's block
+        jitter = rng.random(n)                      # order within a block
+        return np.lexsort((jitter, key)).astype(np.int64)
+
+    def _rank_sequence(self, epoch: int, position: int) -> np.ndarray:
+        order = self.epoch_order(epoch)
+        if self.drop_last and self.world_size > 1:
+            order = order[:len(order) // self.world_size * self.world_size]
+        rest = order[position:]
+        start = (self.rank - position) % self.world_size
+        return rest[start::self.world_size]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        epoch, r_epoch, r_pos = (int(x) for x in self._shared)
+        position = r_pos if r_epoch == epoch else 0
+        seq = self._rank_sequence(epoch, position)
+        info = get_worker_info()
+        if info is not None and info.num_workers > 1:
+            runs = np.arange(len(seq)) // self.batch_size
+            seq = seq[runs % info.num_workers == info.id]
+        self._yielded = 0
+        for i in seq:
+            sample = self._sample(int(i))
+            self._yielded += 1  # counted before the yield: the consumer holds it when it asks
+            yield sample
+
+    def __len__(self) -> int:
+        """Items this rank streams in a full epoch."""
+        n = len(self.store)
+        if self.drop_last and self.world_size > 1:
+            return n // self.world_size
+        return len(range(self.rank, n, self.world_size))
+
+    def __repr__(self) -> str:
+        return (f"StreamingPyramidDataset({self.url!r}, levels={self.levels}, seed={self.seed}, "
+                f"rank={self.rank}/{self.world_size})")
+
+
+def decode_batch(batch: Mapping[str, Any], device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 *, pad: bool = False, multiple: int = 1) -> dict[str, Any]:
+    """Decode a batch of payloads (from ``device_decode=True`` + :func:`qpyr.collate.collate_list`)
+    on ``device``.
+
+    Each level becomes ``Tensor[N, C, H, W]`` when its images share a shape, else a list of
+    ``Tensor[C, h_i, w_i]``; with ``pad=True`` it is always padded (see
+    :func:`qpyr.collate.pad_batch`) and ``"mask"``/``"sizes"`` are added.
+    """
+    out = dict(batch)
+    out["levels"] = {}
+    if pad:
+        out["mask"], out["sizes"] = {}, {}
+    for li, items in batch["levels"].items():
+        if isinstance(items, torch.Tensor):
+            out["levels"][li] = items.to(device=device, dtype=dtype, non_blocking=True)
+            continue
+        if not isinstance(items, PayloadBatch) and not all(isinstance(p, LevelPayload) for p in items):
+            raise InputError("decode_batch expects LevelPayload lists (device_decode=True with collate_list).")
+        batch_ = items if isinstance(items, PayloadBatch) else PayloadBatch(items)
+        if pad:
+            ts = batch_.decode(device, dtype)
+            out["levels"][li], out["mask"][li], out["sizes"][li] = pad_batch(ts, multiple=multiple)
+        else:
+            out["levels"][li] = batch_.decode(device, dtype, stack=True)
+    return out

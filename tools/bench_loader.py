@@ -1,0 +1,311 @@
+"""DataLoader throughput: qpyr vs a Pillow-JPEG ImageFolder and raw .npy files, same photos.
+
+    python tools/bench_loader.py [--items 300] [--workers 2] [--batch 32] [--rounds 3] [--no-s3]
+
+Data: the five real photos that ship with scikit-image (astronaut, chelsea, coffee, rocket,
+motorcycle), resized to 512x512 with Pillow (Lanczos) and replicated with rolls/flips to
+``--items`` distinct images. The same pixels are stored three ways: a qpyr store (``--policy``,
+default: the library's default), JPEG q90 files written by Pillow (4:2:0), and uint8 ``.npy``
+files. Every loader returns the same thing: ``float32 Tensor[3, H, W]`` in [0, 1] per image
+(torchvision ``ToTensor`` semantics), batched by the default collate, ``--workers`` workers,
+the same batch size and shuffled order. Throughput is measured over full passes after a
+warm-up pass (files in the page cache, persistent workers started); each round runs one pass of
+every loader back to back, and ratios are the median over rounds of per-round ratios (with
+their range), because a shared machine's load swings more between rounds than within one.
+
+Rows: level 0 (512x512) and a coarse level (level 2, 128x128 = 1/4 per side). For the coarse
+level the JPEG peer also runs with ``Image.draft`` (libjpeg's reduced-size DCT decoding, 1/4
+scale), the strongest honest peer; the "full-size JPEG" ratio divides by the level-0 JPEG rate
+(decoding the full image, without even a resize, which would only slow the peer down).
+
+S3: the same qpyr store uploaded to a moto S3 server on loopback (separate process), read
+through s3fs: time to first batch (fresh workers, store opened in each worker) and images/s.
+Bytes fetched per level are compared with the level's stored bytes (local and S3).
+
+torch runs with 1 intra-op thread in every process (DataLoader workers do this by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+import qpyr
+import qpyr.torch
+from qpyr.collate import collate_list
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
+# Pillow hands out read-only arrays; the peer never writes to them, so skip the copy, not the warning.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+
+
+def load_photos(side: int) -> list[np.ndarray]:
+    import skimage.data as skd
+
+    out = []
+    for n in PHOTOS:
+        a = np.asarray(skd.stereo_motorcycle()[0] if n == "motorcycle" else getattr(skd, n)())
+        out.append(np.asarray(Image.fromarray(a).resize((side, side), Image.LANCZOS)))
+    return out
+
+
+def corpus(n: int, side: int) -> dict[str, np.ndarray]:
+    base = load_photos(side)
+    items = {}
+    for k in range(n):
+        a = base[k % len(base)]
+        r = k // len(base)
+        v = np.roll(a, 7 * r, axis=1) if r % 2 == 0 else np.roll(a[:, ::-1], 5 * r, axis=0)
+        items[f"img{k:05d}"] = np.ascontiguousarray(v)
+    return items
+
+
+# ---------------------------------------------------------------------------------- peers
+class JpegFolder(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """ImageFolder-style: Pillow decode + ToTensor; ``draft`` = reduced-size DCT decoding;
+    ``uint8`` = hand out the decoded uint8 pixels (normalization left to the training device)."""
+
+    def __init__(self, paths: list[str], draft: int | None = None, uint8: bool = False):
+        self.paths, self.draft, self.uint8 = paths, draft, uint8
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        with Image.open(self.paths[i]) as im:
+            if self.draft:
+                im.draft("RGB", (self.draft, self.draft))
+            a = np.asarray(im.convert("RGB"))
+        t = torch.from_numpy(a).permute(2, 0, 1)
+        return t if self.uint8 else t.float().div_(255)
+
+
+class NpyFolder(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    def __init__(self, paths: list[str], uint8: bool = False):
+        self.paths, self.uint8 = paths, uint8
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        t = torch.from_numpy(np.load(self.paths[i])).permute(2, 0, 1)
+        return t if self.uint8 else t.float().div_(255)
+
+
+def make_loader(ds: Any, args: argparse.Namespace, persistent: bool = True, collate: Any = None
+                ) -> torch.utils.data.DataLoader:  # type: ignore[type-arg]
+    g = torch.Generator()
+    g.manual_seed(0)
+    return torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, generator=g, num_workers=args.workers,
+                                       persistent_workers=persistent and args.workers > 0, collate_fn=collate,
+                                       prefetch_factor=4 if args.workers else None)
+
+
+def one_pass(loader: Any) -> tuple[float, int]:
+    t = time.perf_counter()
+    n = 0
+    for b in loader:
+        n += len(b["name"]) if isinstance(b, dict) else len(b)
+    return time.perf_counter() - t, n
+
+
+def measure(loaders: dict[str, Any], rounds: int) -> dict[str, list[float]]:
+    """Images/s of every loader in each of ``rounds`` rounds (one pass each, interleaved)."""
+    for ld in loaders.values():  # warm-up: start workers, fill the page cache
+        one_pass(ld)
+    rates: dict[str, list[float]] = {k: [] for k in loaders}
+    for r in range(rounds):
+        keys = list(loaders) if r % 2 == 0 else list(reversed(loaders))  # no loader always first
+        for k in keys:
+            dt, n = one_pass(loaders[k])
+            rates[k].append(n / dt)
+    return rates
+
+
+def ratio(rates: dict[str, list[float]], a: str, b: str) -> tuple[float, float, float]:
+    """Median, min and max over rounds of the per-round ratio a / b (passes of one round run
+    back to back, so a per-round ratio cancels most of a shared machine's load swings)."""
+    rs = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
+    return statistics.median(rs), min(rs), max(rs)
+
+
+# ---------------------------------------------------------------------------------- bytes
+def level_bytes_check(store: qpyr.Store, level: int) -> tuple[int, int, int]:
+    """(bytes fetched to read ``level`` of every item, that level's stored bytes, requests)."""
+    st = qpyr.open(store.url, storage_options=getattr(store._os, "storage_options", None) or None)
+    st.reset_io_stats()
+    for i in range(len(st)):
+        st.fetch(i, [level])
+    io = st.io_stats()
+    return io["bytes_read"], int(st.manifest["level_summary"][level]["stored_bytes"]), io["requests"]
+
+
+# ---------------------------------------------------------------------------------- s3
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return int(port)
+
+
+def start_moto(port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-c",
+                             "import logging, sys; logging.disable(logging.CRITICAL);"
+                             "from moto.server import main; main(['-H', '127.0.0.1', '-p', sys.argv[1]])", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("moto server did not start")
+
+
+def bench_s3(local_store: str, args: argparse.Namespace) -> None:
+    import s3fs
+
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        os.environ.setdefault(k, "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    proc = start_moto(port)
+    try:
+        so = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
+        fs = s3fs.S3FileSystem(**so)
+        fs.mkdir("bench")
+        fs.put(local_store + "/", "bench/store.qpyr/", recursive=True)
+        url = "s3://bench/store.qpyr"
+        st = qpyr.open(url, storage_options=so)
+        print(f"\nS3 (moto server on loopback, separate process; s3fs; {args.workers} workers, batch {args.batch})")
+        for level in (0, 2):
+            fetched, stored, reqs = level_bytes_check(st, level)
+            print(f"  level {level}: bytes fetched for the whole level {fetched:,} / stored {stored:,} = "
+                  f"{fetched / stored:.3f} (target <= 1.1), {reqs} requests")
+        for level in (0, 2):
+            ds = qpyr.torch.PyramidDataset(url, levels=[level], storage_options=so)
+            ld = make_loader(ds, args, persistent=False)
+            t = time.perf_counter()
+            it = iter(ld)
+            next(it)
+            ttfb = time.perf_counter() - t
+            n = args.batch
+            for b in it:
+                n += len(b["name"])
+            dt = time.perf_counter() - t
+            print(f"  level {level}: time to first batch {ttfb:.2f} s (fresh workers, store opened in each); "
+                  f"{n / dt:.0f} img/s over one pass incl. startup")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--items", type=int, default=300)
+    p.add_argument("--side", type=int, default=512)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--policy", default=None, help="qpyr policy (default: the library default)")
+    p.add_argument("--coarse", type=int, default=2, help="coarse level (default 2 = 1/4 per side)")
+    p.add_argument("--no-s3", action="store_true")
+    p.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed after)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    work = args.dir or tempfile.mkdtemp(prefix="qpyr-bench-loader-")
+    try:
+        items = corpus(args.items, args.side)
+        jpg_dir, npy_dir, url = os.path.join(work, "jpeg"), os.path.join(work, "npy"), os.path.join(work, "store.qpyr")
+        os.makedirs(jpg_dir, exist_ok=True)
+        os.makedirs(npy_dir, exist_ok=True)
+        jpgs, npys = [], []
+        for k, a in items.items():
+            jp, npp = os.path.join(jpg_dir, k + ".jpg"), os.path.join(npy_dir, k + ".npy")
+            Image.fromarray(a).save(jp, quality=90)
+            np.save(npp, a)
+            jpgs.append(jp)
+            npys.append(npp)
+        t = time.perf_counter()
+        store = qpyr.pack(items, url, policy=args.policy, overwrite=True)
+        pack_s = time.perf_counter() - t
+        L = args.coarse
+        cs = args.side >> L
+        jpeg_bytes = sum(os.path.getsize(j) for j in jpgs)
+        summ = store.manifest["level_summary"]
+        print(f"{args.items} images {args.side}x{args.side} (5 scikit-image photos, rolled/flipped); "
+              f"{args.workers} workers, batch {args.batch}, torch threads 1, {os.cpu_count()} CPUs; "
+              f"{args.rounds} rounds of interleaved passes")
+        print(f"qpyr policy {store.manifest['policy']!r}: level 0 {summ[0]['stored_bytes'] / args.items / 1e3:.0f} kB/img, "
+              f"level {L} {summ[L]['stored_bytes'] / args.items / 1e3:.1f} kB/img, packed in {pack_s:.1f} s; "
+              f"JPEG q90 {jpeg_bytes / args.items / 1e3:.0f} kB/img")
+        qds = qpyr.torch.PyramidDataset
+        modes = {
+            "float32 [0, 1] made in the workers (ToTensor)": lambda: {
+                "qpyr L0": make_loader(qds(url, levels=[0]), args),
+                "jpeg": make_loader(JpegFolder(jpgs), args),
+                "npy": make_loader(NpyFolder(npys), args),
+                f"qpyr L{L}": make_loader(qds(url, levels=[L]), args),
+                "jpeg draft": make_loader(JpegFolder(jpgs, draft=cs), args),
+            },
+            "uint8 out of the workers (device-side decode: qpyr payloads, peers' uint8 pixels)": lambda: {
+                "qpyr L0": make_loader(qds(url, levels=[0], device_decode=True), args, collate=collate_list),
+                "jpeg": make_loader(JpegFolder(jpgs, uint8=True), args),
+                "npy": make_loader(NpyFolder(npys, uint8=True), args),
+                f"qpyr L{L}": make_loader(qds(url, levels=[L], device_decode=True), args, collate=collate_list),
+                "jpeg draft": make_loader(JpegFolder(jpgs, draft=cs, uint8=True), args),
+            },
+        }
+        for mode, build in modes.items():
+            loaders = build()
+            rates = measure(loaders, args.rounds)
+            print(f"\n[{mode}]")
+            print(f"  {'loader':<40}{'img/s (median)':>16}")
+            rows = [("qpyr level 0 (512x512)", "qpyr L0"), ("Pillow JPEG q90 ImageFolder (512x512)", "jpeg"),
+                    ("raw .npy (512x512)", "npy"), (f"qpyr level {L} ({cs}x{cs})", f"qpyr L{L}"),
+                    (f"Pillow JPEG draft 1/{1 << L} ({cs}x{cs})", "jpeg draft")]
+            for label, k in rows:
+                print(f"  {label:<40}{statistics.median(rates[k]):>16.0f}")
+            checks = [
+                ("qpyr L0 / JPEG ImageFolder", "qpyr L0", "jpeg", 1.5),
+                ("qpyr L0 / raw .npy", "qpyr L0", "npy", None),
+                (f"qpyr L{L} / full-size JPEG decoding", f"qpyr L{L}", "jpeg", 5.0),
+                (f"qpyr L{L} / JPEG draft-mode decoding", f"qpyr L{L}", "jpeg draft", 1.5),
+            ]
+            print(f"  {'ratio (per-round median [min, max])':<40}")
+            for label, a, b, target in checks:
+                med, lo, hi = ratio(rates, a, b)
+                verdict = "" if target is None else f"  target >= {target}: {'MET' if med >= target else 'MISSED'}"
+                print(f"  {label:<40}{med:>7.2f}x [{lo:.2f}, {hi:.2f}]{verdict}")
+            del loaders
+        print("\nlocal store")
+        for level in (0, L):
+            fetched, stored, reqs = level_bytes_check(store, level)
+            print(f"  level {level}: bytes fetched for the whole level {fetched:,} / stored {stored:,} = "
+                  f"{fetched / stored:.3f} (target <= 1.1), {reqs} requests")
+        if not args.no_s3:
+            bench_s3(url, args)
+    finally:
+        if args.dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

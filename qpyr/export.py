@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import InputError, ItemNotFoundError
+from .errors import InputError, ItemNotFoundError, StorageError
 from .quant import value_scale_for
 from .store import Store
 
@@ -23,21 +23,41 @@ __all__ = ["FORMATS", "safe_relpath", "to_source_array", "unpack"]
 
 FORMATS = ("png", "tiff", "npy")
 
-_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
-_BAD_CHARS = re.compile(r'[\x00-\x1f<>:"|?*]')
+_RESERVED = {"con", "prn", "aux", "nul", "conin$", "conout$", "clock$",
+             *(f"com{i}" for i in "0123456789¹²³"), *(f"lpt{i}" for i in "0123456789¹²³")}
+# control characters, Windows-forbidden characters, and lone surrogates (not encodable)
+_BAD_CHARS = re.compile(r'[\x00-\x1f\x7f<>:"|?*\ud800-\udfff]')
+#: Bytes (UTF-8) per path component and components per path that ``safe_relpath`` keeps; the
+#: output file name adds ``~<index>_l<level>.<ext>`` (< 40 bytes) and filesystems allow 255.
+MAX_COMPONENT_BYTES = 200
+MAX_COMPONENTS = 16
+
+
+def _cap(part: str, nbytes: int) -> str:
+    b = part.encode("utf-8")
+    if len(b) <= nbytes:
+        return part
+    import hashlib
+
+    tag = "~" + hashlib.sha256(b).hexdigest()[:8]
+    return b[:nbytes - len(tag)].decode("utf-8", "ignore") + tag
 
 
 def safe_relpath(name: str) -> str:
-    """Map an untrusted item name to a relative path with no ``..``, root, drive, NUL or
-    reserved component. Never empty."""
+    """Map an untrusted item name to a relative path strictly inside any directory: no ``..``,
+    root, drive, NUL, control or reserved component (``CON``, ``nul.txt`` ...), no component
+    over :data:`MAX_COMPONENT_BYTES` bytes, at most :data:`MAX_COMPONENTS` components (longer
+    names keep a hash of what was cut, so distinct names stay distinct). Never empty."""
     parts = []
     for part in re.split(r"[\\/]+", name):
         part = _BAD_CHARS.sub("_", part).strip(" .")
         if not part or part in (".", ".."):
             continue
-        if part.split(".")[0].lower() in _RESERVED:
+        if part.split(".")[0].strip(" ").lower() in _RESERVED:
             part = "_" + part
-        parts.append(part[:200])
+        parts.append(_cap(part, MAX_COMPONENT_BYTES))
+    if len(parts) > MAX_COMPONENTS:
+        parts = parts[:MAX_COMPONENTS - 1] + [_cap("_".join(parts[MAX_COMPONENTS - 1:]), MAX_COMPONENT_BYTES)]
     return "/".join(parts) or "_"
 
 
@@ -106,7 +126,11 @@ def unpack(
         rel = safe_relpath(name)
         stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
         if stem.lower() in used:  # two names sanitized to the same path: keep both
-            stem = f"{stem}~{store._item(name)}"
+            base, j = f"{stem}~{store._item(name)}", 0
+            stem = base
+            while stem.lower() in used:
+                j += 1
+                stem = f"{base}.{j}"
         used.add(stem.lower())
         for li in want:
             t = store.read(name, [li])[li]
@@ -114,8 +138,13 @@ def unpack(
             path = os.path.realpath(os.path.join(root, f"{stem}_l{li}.{ext}"))
             if os.path.commonpath([root, path]) != root:
                 raise InputError(f"Item name {name!r} maps outside the output directory; refusing to write it.")
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            _write(path, arr, fmt)
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                if os.path.commonpath([root, os.path.realpath(os.path.dirname(path))]) != root:
+                    raise InputError(f"Item name {name!r} maps outside the output directory; refusing to write it.")
+                _write(path, arr, fmt)
+            except OSError as e:
+                raise StorageError(f"Cannot write {path!r} for item {name!r}: {e.strerror or e}.") from e
             written.append(path)
         if on_item:
             on_item(name)

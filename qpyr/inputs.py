@@ -1,17 +1,21 @@
-"""Inputs: discover image files, ``.npy`` arrays, directories, globs and URLs; load them.
+"""Inputs: discover image files, ``.npy`` arrays, directories, globs, file lists and URLs; load them.
 
-Discovery is streamed (a generator), names are stable and derived from paths: a file's name is
-its base name; files found under a directory or glob are named by their path relative to
-that directory (``sub/photo.jpg``). Loading returns a ``[C, H, W]`` numpy array in the source
-dtype, after the pixel-limit guard (checked from the header, before decoding) and the
+Discovery is streamed (a generator that never holds the list of inputs): directories, globs
+and bucket prefixes are walked one directory (or one 1000-key listing page) at a time, in
+lexicographic order of the full path — for S3 that is the order ``ListObjectsV2`` returns, so
+a local tree and the same tree in a bucket list identically. Names are stable and derived from
+paths: a file given directly is named by its base name; files found under a directory, glob or
+prefix by their path relative to it (``sub/photo.jpg``); a :class:`FileList` entry by the entry
+itself (or an explicit ``NAME<TAB>PATH``). Loading returns a ``[C, H, W]`` numpy array in the
+source dtype, after the pixel-limit guard (checked from the header, before decoding) and the
 non-finite check.
 """
 
 from __future__ import annotations
 
-import glob as _glob
 import io
 import os
+import re
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -26,6 +30,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "DEFAULT_PIXEL_LIMIT",
     "InputRef",
+    "FileList",
     "discover",
     "load",
     "check_array",
@@ -46,6 +51,22 @@ class InputRef:
     storage_options: tuple[tuple[str, Any], ...] = ()
 
 
+@dataclass(frozen=True)
+class FileList:
+    """Inputs listed in a text file (``qpyr pack --from-list FILE``), read line by line.
+
+    Each line is ``PATH_OR_URL`` or ``NAME<TAB>PATH_OR_URL``; blank lines and lines starting
+    with ``#`` are skipped. Without an explicit name, an entry is named by the entry itself
+    minus any URL scheme and leading ``/`` or ``./`` (``s3://bucket/train/cat/1.jpg`` →
+    ``bucket/train/cat/1.jpg``; ``/data/a.png`` → ``data/a.png``), so distinct paths give
+    distinct, stable names. Entries are single files or objects; they are not checked for
+    existence while listing (millions of ``HEAD`` requests): a missing one fails when its task
+    loads it.
+    """
+
+    path: str
+
+
 def _is_glob(s: str) -> bool:
     return any(ch in s for ch in "*?[")
 
@@ -64,16 +85,57 @@ def _glob_root(pattern: str) -> str:
     return "/".join(root)
 
 
+def _component_regex(c: str) -> str:
+    out = "(?!\\.)" if c[:1] in ("*", "?", "[") else ""  # like glob: wildcards skip dot-files
+    i = 0
+    while i < len(c):
+        ch = c[i]
+        if ch == "*":
+            out += "[^/]*"
+        elif ch == "?":
+            out += "[^/]"
+        elif ch == "[":
+            j = c.find("]", i + 2 if c[i + 1:i + 2] in ("!", "]") else i + 1)
+            if j < 0:
+                out += re.escape(ch)
+            else:
+                body = c[i + 1:j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out += "[" + body.replace("\\", "\\\\") + "]"
+                i = j
+        else:
+            out += re.escape(ch)
+        i += 1
+    return out
+
+
+def _glob_regex(rel_pattern: str) -> re.Pattern[str]:
+    """Regex for a glob relative to its root: ``*``/``?``/``[]`` within one path component,
+    ``**`` any number of directories (not hidden ones)."""
+    parts = [p for p in rel_pattern.split("/") if p]
+    out = ""
+    for i, p in enumerate(parts):
+        last = i == len(parts) - 1
+        if p == "**":
+            # each repetition starts (or ends) with "/": no ambiguous nesting, no backtracking blow-up
+            out += "(?:(?!\\.)[^/]*(?:/(?!\\.)[^/]*)*)?" if last else "(?:(?!\\.)[^/]+/)*"
+        else:
+            out += _component_regex(p) + ("" if last else "/")
+    return re.compile(out + "\\Z", re.DOTALL)
+
+
 def discover(
-    inputs: Iterable[Any], *, storage_options: dict[str, Any] | None = None
+    inputs: Iterable[Any] | FileList | str, *, storage_options: dict[str, Any] | None = None
 ) -> Iterator[InputRef]:
-    """Yield an :class:`InputRef` per image, in a stable order.
+    """Yield an :class:`InputRef` per image, in a stable order, without listing ahead.
 
     Args:
         inputs: paths, globs (``**`` recursive), directories (recursive), URLs/URL prefixes
-            (``s3://bucket/prefix/``, ``s3://bucket/**/*.jpg``), numpy arrays
-            (``[H, W]`` or ``[H, W, C]``, named ``array-00000`` ...), or ``(name, array)``
-            pairs, or a ``{name: array}`` mapping.
+            and globs (``s3://bucket/prefix/``, ``s3://bucket/**/*.jpg``), :class:`FileList`
+            files, numpy arrays (``[H, W]`` or ``[H, W, C]``, named ``array-00000`` ...), or
+            ``(name, array_or_path)`` pairs, or a ``{name: array}`` mapping. ``inputs`` itself
+            may be a one-shot iterator.
 
     Raises:
         InputNotFoundError: a path or pattern matched nothing, or a directory holds no images.
@@ -81,7 +143,7 @@ def discover(
     so = tuple(sorted((storage_options or {}).items()))
     if isinstance(inputs, dict):
         inputs = list(inputs.items())
-    if isinstance(inputs, (str, os.PathLike, np.ndarray)):
+    if isinstance(inputs, (str, os.PathLike, np.ndarray, FileList)):
         inputs = [inputs]
     n_arrays = 0
     for inp in inputs:
@@ -90,7 +152,11 @@ def discover(
             n_arrays += 1
             continue
         if isinstance(inp, tuple) and len(inp) == 2 and isinstance(inp[0], str):
-            yield InputRef(inp[0], inp[1])
+            src = os.fspath(inp[1]) if isinstance(inp[1], os.PathLike) else inp[1]
+            yield InputRef(inp[0], src, so if isinstance(src, str) and is_url(src) else ())
+            continue
+        if isinstance(inp, FileList):
+            yield from _discover_list(inp, so)
             continue
         s = os.fspath(inp)
         if is_url(s):
@@ -99,24 +165,72 @@ def discover(
             yield from _discover_local(s)
 
 
+def _list_name(entry: str) -> str:
+    name = entry.split("://", 1)[1] if is_url(entry) else entry.replace("\\", "/")
+    while name.startswith(("/", "./")):
+        name = name[2:] if name.startswith("./") else name[1:]
+    return name or entry
+
+
+def _discover_list(fl: FileList, so: tuple[tuple[str, Any], ...]) -> Iterator[InputRef]:
+    try:
+        f = open(fl.path, encoding="utf-8")  # noqa: SIM115 - closed below; iterated lazily
+    except OSError as e:
+        raise InputNotFoundError(f"Cannot read the input list {fl.path!r}: {e.strerror}.") from e
+    with f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            name, tab, src = line.partition("\t")
+            if not tab:
+                src = name.strip()
+                name = _list_name(src)
+            elif not name or not src.strip():
+                raise InputError(f"{fl.path}:{lineno}: expected NAME<TAB>PATH. Got {line!r}.")
+            src = src.strip()
+            yield InputRef(name, src, so if is_url(src) else ())
+
+
+def _walk_sorted(root: str, rel: str = "", max_depth: int | None = None) -> Iterator[str]:
+    """Relative paths of the files under ``root`` in lexicographic order of the full path
+    (a directory sorts as its name plus ``/``); one directory's entries in memory per level.
+    ``max_depth``: directories below this many levels are not entered."""
+    try:
+        with os.scandir(os.path.join(root, rel) if rel else root) as it:
+            entries = [(e.name + ("/" if e.is_dir() else ""), e.name) for e in it]
+    except (NotADirectoryError, FileNotFoundError, PermissionError):
+        return
+    entries.sort()
+    for key, name in entries:
+        p = f"{rel}/{name}" if rel else name
+        if key.endswith("/"):
+            if max_depth is None or max_depth > 0:
+                yield from _walk_sorted(root, p, None if max_depth is None else max_depth - 1)
+        else:
+            yield p
+
+
 def _discover_local(s: str) -> Iterator[InputRef]:
     if _is_glob(s):
         root = _glob_root(s)
-        found = sorted(p for p in _glob.glob(s, recursive=True) if os.path.isfile(p) and _has_ext(p))
-        if not found:
+        rel_pat = s.replace("\\", "/")[len(root):].lstrip("/")
+        pat = _glob_regex(rel_pat)
+        depth = None if "**" in rel_pat else rel_pat.count("/")
+        n = 0
+        for rel in _walk_sorted(root or ".", max_depth=depth):
+            if _has_ext(rel) and pat.match(rel):
+                n += 1
+                yield InputRef(rel, os.path.join(root, rel) if root else rel)
+        if not n:
             raise InputNotFoundError(f"No image files match {s!r}.")
-        for p in found:
-            yield InputRef(os.path.relpath(p, root or ".").replace(os.sep, "/"), p)
         return
     if os.path.isdir(s):
         n = 0
-        for dirpath, dirnames, filenames in os.walk(s):
-            dirnames.sort()
-            for fn in sorted(filenames):
-                if _has_ext(fn):
-                    p = os.path.join(dirpath, fn)
-                    n += 1
-                    yield InputRef(os.path.relpath(p, s).replace(os.sep, "/"), p)
+        for rel in _walk_sorted(s):
+            if _has_ext(rel):
+                n += 1
+                yield InputRef(rel, os.path.join(s, rel))
         if n == 0:
             raise InputNotFoundError(
                 f"Directory {s!r} holds no images ({', '.join(IMAGE_EXTENSIONS)})."
@@ -125,6 +239,63 @@ def _discover_local(s: str) -> Iterator[InputRef]:
     if not os.path.exists(s):
         raise InputNotFoundError(f"Input {s!r} does not exist.")
     yield InputRef(os.path.basename(s), s)
+
+
+#: Keys fetched per S3 listing request (the service's maximum page).
+_S3_PAGE = 1000
+
+
+def _iter_keys(fs: Any, prefix: str) -> Iterator[str]:
+    """Full paths (``bucket/key``) of the objects whose path starts with ``prefix``, in
+    lexicographic order, one listing page at a time.
+
+    S3 (s3fs): ``ListObjectsV2`` pages without a delimiter, which the service returns sorted.
+    Other filesystems: a sorted walk, one directory listing at a time.
+    """
+    if "s3" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)) and hasattr(fs, "_iterdir"):
+        from fsspec.asyn import sync
+
+        bucket, _, key = prefix.partition("/")
+        agen = fs._iterdir(bucket, delimiter="", prefix=key)
+
+        async def page() -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            try:
+                while len(out) < _S3_PAGE:
+                    out.append(await agen.__anext__())
+            except StopAsyncIteration:
+                pass
+            return out
+
+        while True:
+            got = sync(fs.loop, page)
+            for info in got:
+                if info.get("type") != "directory" and not info["name"].endswith("/"):
+                    yield info["name"]
+            if len(got) < _S3_PAGE:
+                return
+    else:
+        base = prefix.rstrip("/")
+        yield from _walk_fs(fs, base)
+
+
+def _walk_fs(fs: Any, path: str) -> Iterator[str]:
+    try:
+        entries = fs.ls(path, detail=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    keyed = []
+    for e in entries:
+        name = e["name"].rstrip("/")
+        if name == path.rstrip("/"):
+            continue
+        keyed.append((name + ("/" if e.get("type") == "directory" else ""), name, e.get("type") == "directory"))
+    keyed.sort()
+    for _, name, is_dir in keyed:
+        if is_dir:
+            yield from _walk_fs(fs, name)
+        else:
+            yield name
 
 
 def _discover_url(s: str, storage_options: dict[str, Any], so: tuple[tuple[str, Any], ...]) -> Iterator[InputRef]:
@@ -137,19 +308,24 @@ def _discover_url(s: str, storage_options: dict[str, Any], so: tuple[tuple[str, 
         return f"{proto}://{p}"
 
     if _is_glob(path):
-        root = _glob_root(path)
-        found = sorted(p for p in fs.glob(path) if _has_ext(p))
-        if not found:
+        root = _glob_root(path).rstrip("/")
+        pat = _glob_regex(path[len(root):].lstrip("/"))
+        n = 0
+        for p in _iter_keys(fs, root + "/"):
+            rel = p[len(root):].lstrip("/")
+            if _has_ext(p) and pat.match(rel):
+                n += 1
+                yield InputRef(rel, url(p), so)
+        if not n:
             raise InputNotFoundError(f"No image files match {s!r}.")
-        for p in found:
-            yield InputRef(p[len(root):].lstrip("/"), url(p), so)
         return
     if fs.isdir(path):
         n = 0
-        for p in sorted(fs.find(path)):
+        base = path.rstrip("/")
+        for p in _iter_keys(fs, base + "/"):
             if _has_ext(p):
                 n += 1
-                yield InputRef(p[len(path.rstrip("/")):].lstrip("/"), url(p), so)
+                yield InputRef(p[len(base):].lstrip("/"), url(p), so)
         if n == 0:
             raise InputNotFoundError(f"{s!r} holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
         return
@@ -222,7 +398,7 @@ def _decode_image(data: bytes, where: str, pixel_limit: int) -> np.ndarray:
         try:
             with warnings.catch_warnings():  # our own limit check below gives the clear error
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                im = Image.open(io.BytesIO(data))
+                im: Image.Image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as e:
             raise InputError(f"{where}: not a readable image (unknown or corrupt format).") from e
         except Image.DecompressionBombError as e:

@@ -79,7 +79,7 @@ def _expected(image_dir, name, small_photos):
 
 def test_pack_directory_all_formats_lossless_then_unpack_bit_exact(tmp_path, image_dir, small_photos, capsys):
     store = tmp_path / "s.qpyr"
-    assert main(["pack", str(image_dir), "-o", str(store), "--levels", "2"]) == 0
+    assert main(["pack", str(image_dir), "-o", str(store), "--levels", "2", "--policy", "lossless"]) == 0
     out = capsys.readouterr().out
     assert "level" in out and "SSIM" in out
     s = qpyr.open(str(store))
@@ -175,7 +175,7 @@ def test_bad_inputs_give_one_line_errors_and_no_complete_store(tmp_path, capsys)
     assert not _store_is_complete(out)
     assert not out.exists() or not any(out.iterdir())
     # documented alternative for NaN: replace
-    assert main(["pack", str(nan), "-o", str(out), "--nonfinite", "replace", "-q"]) == 0
+    assert main(["pack", str(nan), "-o", str(out), "--nonfinite", "replace", "--policy", "lossless", "-q"]) == 0
     got = qpyr.open(str(out)).read("nan.npy", [0])[0][0].numpy()
     assert got[3, 3] == 0.0 and got[1, 1] == np.nanmax(np.where(np.isfinite(a), a, np.nan))
     # existing output without --overwrite

@@ -348,3 +348,30 @@ def test_golden_vector(name: str) -> None:
     expected = np.load(d / "decoded.npy")
     np.testing.assert_array_equal(codec.decode(encoded, x.shape), expected)
     assert codec.encode(x) == encoded
+
+
+def test_pad_for_dct_keeps_the_image_and_makes_padding_nearly_free() -> None:
+    from qpyr.codecs.dct import pad_for_dct
+
+    img = _photo(200, 232)  # [3, 200, 232]
+    c, h, w = img.shape
+    H, W = 256, 320
+    p = pad_for_dct(img, H, W)
+    assert p.shape == (c, H, W) and p.dtype == img.dtype
+    np.testing.assert_array_equal(p[:, :h, :w], img)
+    # whole 16-px blocks past the 16-aligned extent are constant
+    assert (p[:, 208:, :] == p[:, 208:209, :1]).all()
+    for y0 in range(0, 208, 16):
+        blk = p[:, y0:y0 + 16, 240:]
+        assert (blk == blk[:, :1, :1]).all()
+    edge = np.pad(img, ((0, 0), (0, H - h), (0, W - w)), mode="edge")
+    for chroma in ("444", "420"):
+        codec = DctCodec(quality=80, chroma=chroma)
+        nb_fill, nb_edge = len(codec.encode(p)), len(codec.encode(edge))
+        nb_tight = len(codec.encode(np.pad(img, ((0, 0), (0, 8), (0, 8)), mode="edge")))
+        assert nb_fill < nb_edge
+        assert nb_fill <= 1.10 * nb_tight, (chroma, nb_fill, nb_tight)  # 60 % more area here
+        # the visible region decodes the same way whatever the padding rule
+        assert codec.decode(codec.encode(p), p.shape)[:, :h, :w].shape == img.shape
+    with pytest.raises(ValueError, match="smaller"):
+        pad_for_dct(img, h - 1, w)

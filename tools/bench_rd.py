@@ -1,4 +1,4 @@
-"""Rate-distortion benchmark: qpyr.dct vs libjpeg-turbo (Pillow), WebP, JPEG XL, AVIF.
+"""Rate-distortion benchmark: qpyr (dct 4:2:0/4:4:4, int8, int4, lossless) vs libjpeg-turbo (Pillow), WebP, JPEG XL, AVIF.
 
 For each photo and codec, sweep the codec's quality knob, measure stored bytes, RGB-SSIM and
 PSNR, then interpolate log(bytes) against the metric to find the bytes needed for each target
@@ -18,6 +18,9 @@ qpyr rows: ``qpyr-dct-420`` / ``-444`` use the default context-modelled rANS ent
 ``entropy="fast"`` (zstd over frequency-major coefficient planes: larger, faster to decode).
 The speed section prints both; the small-chunk section compares 32/64/128-pixel crops, where
 qpyr's default token models (no per-chunk model header) matter.
+
+A second table places qpyr's quantizer encodings (lossless, int8, int4 per block, fp16: one
+operating point each) against JPEG 4:2:0 at equal PSNR.
 
 Usage: python tools/bench_rd.py [--plot rd.png] [--quick] [--no-speed] [--no-small]
 """
@@ -334,6 +337,44 @@ def small_chunks(imgs: dict[str, np.ndarray]) -> None:
             print(f"{s:<8}{r.name:<18}{cells}{np.mean(at75[r.name]):>12.0f}")
 
 
+FIXED = [  # qpyr's non-transform encodings: one operating point each (policy spec strings)
+    "lossless",
+    "int8",
+    "int8:granularity=channel",
+    "int4:granularity=block,block=8",
+    "int4:granularity=block,block=16",
+    "fp16",
+]
+
+
+def fixed_points(imgs: dict[str, np.ndarray], res: dict[str, dict[str, list]]) -> None:
+    """qpyr's quantizer encodings (no DCT): stored bytes of level 0 as qpyr's writer stores it
+    (chunk bytes + index entries + quantization parameters), its RGB-SSIM and PSNR, and the ratio
+    to the bytes JPEG 4:2:0 needs for the same PSNR (interpolated on its sweep; n/a above the
+    sweep's best PSNR). Quality here is qpyr's own torch metrics (Wang 2004, same settings,
+    validated against scikit-image to 1e-4 in tests/test_metrics.py)."""
+    from qpyr.encode import encode_level
+    from qpyr.policy import parse_policy
+
+    print("\nqpyr quantizer encodings (level 0 of each photo) vs JPEG 4:2:0 at equal PSNR:")
+    print(f"{'encoding':<34}{'photo':<12}{'bytes':>10}{'bits/px':>9}{'SSIM':>8}{'PSNR':>8}{'/jpeg':>8}")
+    for spec in FIXED:
+        ratios = []
+        for pname, img in imgs.items():
+            chw = np.ascontiguousarray(img.transpose(2, 0, 1))
+            enc = parse_policy(spec).plan([chw], np.dtype(np.uint8))[0]
+            e = encode_level(chw, np.dtype(np.uint8), enc, li=0, slots_per_task=256)
+            jb = bytes_at(res[REFERENCE][pname], "psnr", e.psnr) if math.isfinite(e.psnr) else math.nan
+            r = e.nbytes / jb if math.isfinite(jb) else math.nan
+            ratios.append(r)
+            bpp = 8 * e.nbytes / (img.shape[0] * img.shape[1])
+            psnr_s = "inf" if not math.isfinite(e.psnr) else f"{e.psnr:.2f}"
+            rs = f"{r:>8.2f}" if math.isfinite(r) else f"{'n/a':>8}"
+            print(f"{spec:<34}{pname:<12}{e.nbytes:>10}{bpp:>9.2f}{e.ssim:>8.4f}{psnr_s:>8}{rs}")
+        g = gmean(ratios)
+        print(f"{spec:<34}{'geomean':<12}{'':>10}{'':>9}{'':>8}{'':>8}" + (f"{g:>8.2f}" if math.isfinite(g) else f"{'n/a':>8}"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--plot", help="write a PNG of the RD curves here")
@@ -347,6 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     res = sweep(rows, imgs)
     report(res, list(imgs))
     print(f"\n(sweep took {time.perf_counter() - t:.0f} s)")
+    fixed_points(imgs, res)
     if args.plot:
         plot(res, imgs, args.plot)
     if not args.no_small:

@@ -84,6 +84,35 @@ def ijg_tables(quality: int) -> np.ndarray:
 # Codec configuration
 
 
+def pad_for_dct(arr: np.ndarray, height: int, width: int, *, unit: int = 16) -> np.ndarray:
+    """Pad ``[C, h, w]`` to ``[C, height, width]`` so that the padding costs almost no bits.
+
+    Samples up to the next multiple of ``unit`` (16 = one 4:2:0 macroblock) replicate the edge
+    (no ringing into the visible area). Whole ``unit`` blocks past that are *constant*: blocks to
+    the right of the image repeat the mean of the last visible block of their block row, block
+    rows below the image repeat the mean of the first block of the last visible block row. With
+    the codec's left/up DC prediction those blocks code as zero residual and no AC, where edge
+    replication would code a stripe of texture per padded block. Decoders crop, so the fill is
+    invisible; any padding rule decodes with the same decoder.
+    """
+    c, h, w = arr.shape
+    if height < h or width < w:
+        raise ValueError(f"pad_for_dct: target {height}x{width} is smaller than {h}x{w}")
+    h1, w1 = min(height, -(-h // unit) * unit), min(width, -(-w // unit) * unit)
+    out = np.empty((c, height, width), dtype=arr.dtype)
+    out[:, :h1, :w1] = np.pad(arr, ((0, 0), (0, h1 - h), (0, w1 - w)), mode="edge")
+    if width > w1:
+        x0 = max(0, w1 - unit)
+        for y0 in range(0, h1, unit):
+            m = out[:, y0:y0 + unit, x0:w1].reshape(c, -1).mean(axis=1)
+            out[:, y0:y0 + unit, w1:] = np.round(m).astype(arr.dtype)[:, None, None]
+    if height > h1:
+        y0 = max(0, h1 - unit)
+        m = out[:, y0:h1, :min(unit, w1)].reshape(c, -1).mean(axis=1)
+        out[:, h1:, :] = np.round(m).astype(arr.dtype)[:, None, None]
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class DctCoefficients:
     """Entropy-decoded payload: what :meth:`DctCodec.reconstruct` turns into pixels.

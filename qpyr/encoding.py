@@ -53,7 +53,10 @@ class Encoding:
         q = self.quantizer
         conf = self.codec.to_dict().get("configuration", {})
         if self.codec.name == "qpyr.dct":
-            return f"dct-q{conf.get('quality', 90)}-{conf.get('chroma', '420')}"
+            tail = "-ssim" if conf.get("family") == "ssim" else ""
+            return f"dct-q{conf.get('quality', 90)}-{conf.get('chroma', '420')}{tail}"
+        if self.codec.name == "qpyr.tiles":  # per-tile precision (saliency policy)
+            return f"tiles-t{conf.get('tile', 64)}"
         if q.dtype is StoredType.SOURCE:
             return "lossless"
         parts = [q.dtype.value]

@@ -102,3 +102,18 @@ def test_floor_parsing():
         parse_floors(ssim="1.2")
     with pytest.raises(PolicyError, match="number"):
         parse_floors(psnr="x")
+
+
+def test_dct_table_family_parses_records_and_round_trips() -> None:
+    from qpyr.encoding import Encoding
+    from qpyr.errors import PolicyError
+
+    x = np.zeros((3, 16, 16), np.uint8)
+    assert parse_policy("dct:quality=80").plan([x], np.dtype(np.uint8))[0].label == "dct-q80-420"
+    enc = parse_policy("dct:quality=80,tables=ssim").plan([x], np.dtype(np.uint8))[0]
+    assert enc.label == "dct-q80-420-ssim"
+    assert Encoding.from_dict(enc.to_dict()) == enc
+    assert parse_policy("quality:ssim=0.9").family == "ssim"
+    assert parse_policy("quality:ssim=0.9,tables=annexk").family == "annexk"
+    with pytest.raises(PolicyError, match="tables=annexk"):
+        parse_policy("dct:tables=flat")

@@ -13,7 +13,8 @@ peak 255. Bytes are the whole encoded object (headers included).
 Adding a codec row: append ``Row(name, fn, qualities)`` to ``ROWS`` where
 ``fn(img_hwc_uint8, q) -> (nbytes, decoded_hwc_uint8)``.
 
-qpyr rows: ``qpyr-dct-420`` / ``-444`` use the default context-modelled rANS entropy coder
+qpyr rows: ``-ssim`` rows use qpyr's flat ``ssim`` table family (the default of ``quality:``
+policies), the others JPEG's Annex K tables. ``qpyr-dct-420`` / ``-444`` use the default context-modelled rANS entropy coder
 (``entropy="ctx"``: smallest, slower to decode); ``qpyr-dct-420-fast`` uses
 ``entropy="fast"`` (zstd over frequency-major coefficient planes: larger, faster to decode).
 The speed section prints both; the small-chunk section compares 32/64/128-pixel crops, where
@@ -106,6 +107,8 @@ ROWS: list[Row] = [
     Row("jpeg-444", _pil_jpeg(0), SWEEP),
     Row("qpyr-dct-420", _qpyr_dct(chroma="420"), SWEEP),
     Row("qpyr-dct-444", _qpyr_dct(chroma="444"), SWEEP),
+    Row("qpyr-dct-444-ssim", _qpyr_dct(chroma="444", family="ssim"), SWEEP),
+    Row("qpyr-dct-420-ssim", _qpyr_dct(chroma="420", family="ssim"), SWEEP),
     Row("qpyr-dct-420-fast", _qpyr_dct(chroma="420", entropy="fast"), SWEEP),
     Row("webp", _imagecodecs("webp", method=4, lossless=False), [20, 40, 60, 75, 85, 90, 95, 99]),
     Row("jpegxl-e7", _imagecodecs("jpegxl", effort=7), [20, 40, 60, 75, 85, 90, 95, 99]),

@@ -375,3 +375,18 @@ def test_pad_for_dct_keeps_the_image_and_makes_padding_nearly_free() -> None:
         assert codec.decode(codec.encode(p), p.shape)[:, :h, :w].shape == img.shape
     with pytest.raises(ValueError, match="smaller"):
         pad_for_dct(img, h - 1, w)
+
+
+@settings(max_examples=12, deadline=None)
+@given(c=st.sampled_from([1, 3, 4]), h=st.integers(1, 40), w=st.integers(1, 40), q=st.integers(1, 100),
+       chroma=st.sampled_from(["420", "444"]), family=st.sampled_from(["annexk", "ssim"]), seed=st.integers(0, 2**16))
+def test_simulate_is_bit_exact_with_the_round_trip(c: int, h: int, w: int, q: int, chroma: str, family: str, seed: int) -> None:
+    x = np.random.default_rng(seed).integers(0, 256, (c, h, w), dtype=np.uint8)
+    codec = DctCodec(quality=q, chroma=chroma, family=family)
+    np.testing.assert_array_equal(codec.simulate(x), codec.decode(codec.encode(x), x.shape))
+
+
+def test_simulate_matches_on_a_photo() -> None:
+    x = _photo(96, 128)
+    for codec in (DctCodec(quality=75), DctCodec(quality=85, chroma="444", family="ssim", entropy="fast")):
+        np.testing.assert_array_equal(codec.simulate(x), codec.decode(codec.encode(x), x.shape))

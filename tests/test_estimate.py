@@ -20,8 +20,9 @@ import qpyr
 import qpyr.estimate
 from qpyr.cli import main
 from qpyr.errors import InputError, InputNotFoundError, PolicyError, PriceTableError
-from qpyr.estimate.estimator import EstimateInputError, _reservoir, estimate, estimate_store
+from qpyr.estimate import EstimateInputError, estimate, estimate_store
 from qpyr.estimate.prices import UnknownStorageClassError, shipped_prices_text
+from qpyr.estimate.sampling import reservoir
 from qpyr.inputs import InputRef
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "spec" / "schemas" / "estimate.schema.json").read_text("utf-8"))
@@ -58,16 +59,16 @@ def _full_pack_bytes(corpus: Path, policy: str, *, quality: bool = False) -> int
     ``quality=False`` skips the quality measurement, which changes no data byte, only a few bytes
     of the catalog's quality table and the manifest's quality summary.
     """
-    from qpyr.estimate.estimator import _drop_memory_store, _memory_url, _torch_single_thread
+    from qpyr.estimate.packing import drop_memory_store, memory_url, torch_single_thread
     from qpyr.writer import PackOptions, run_pack
 
-    url = _memory_url()
+    url = memory_url()
     try:
-        with _torch_single_thread():
+        with torch_single_thread():
             manifest = run_pack([str(corpus)], url, PackOptions(policy=policy, measure_quality=quality))
         return int(manifest["total_bytes"])
     finally:
-        _drop_memory_store(url)
+        drop_memory_store(url)
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +144,12 @@ def test_seeded_determinism(small_corpus) -> None:
 def test_reservoir_is_uniform_and_streams() -> None:
     counts = np.zeros(50)
     for seed in range(400):
-        n, res = _reservoir((InputRef(str(i), str(i)) for i in range(50)), 5, random.Random(seed))
+        n, res = reservoir((InputRef(str(i), str(i)) for i in range(50)), 5, random.Random(seed))
         assert n == 50 and len(res) == 5 and [i for i, _ in res] == sorted(i for i, _ in res)
         for i, _ in res:
             counts[i] += 1
     assert counts.min() > 15 and counts.max() < 65  # expectation 40
-    n, res = _reservoir((InputRef(str(i), str(i)) for i in range(200_000)), 10, random.Random(0))
+    n, res = reservoir((InputRef(str(i), str(i)) for i in range(200_000)), 10, random.Random(0))
     assert n == 200_000 and len(res) == 10
 
 
@@ -169,6 +170,15 @@ def test_count_extrapolates_and_file_lists(small_corpus, tmp_path) -> None:
         assert b.overhead_bytes / big.readable_items < s.overhead_bytes / small.readable_items / 2
         assert b.projected_bytes.high - b.projected_bytes.low > 1000 * (s.projected_bytes.high - s.projected_bytes.low)
         assert b.objects > 1000
+
+
+def test_file_list_is_streamed_and_missing_entries_count_as_unreadable(small_corpus, tmp_path) -> None:
+    files = sorted(str(p) for p in small_corpus.glob("*.png"))[:9]
+    lst = tmp_path / "with-missing.lst"
+    lst.write_text("\n".join(files + [str(tmp_path / "gone.png")]) + "\n", encoding="utf-8")
+    r = estimate([str(lst)], sample=10, **FAST)
+    assert r.sources == (f"@{lst}",) and r.items == 10 and r.readable_items == pytest.approx(9)
+    assert r.sample is not None and r.sample.probe_failed == 1 and "gone.png" in r.sample.failures[0]
 
 
 # ------------------------------------------------------------------------------- dollars
@@ -196,7 +206,7 @@ def test_dollars_follow_usage_and_ia_minimums(small_corpus) -> None:
 
 
 # ------------------------------------------------------------------------------- existing store
-def test_estimate_of_an_existing_store_is_its_actual_bytes(small_corpus, tmp_path) -> None:
+def test_estimate_of_an_existing_store_is_its_actual_bytes(small_corpus, tmp_path, capsys) -> None:
     url = str(tmp_path / "s.qpyr")
     store = qpyr.pack([str(small_corpus)], url, policy="mixed")
     r = estimate_store(url, **FAST)
@@ -207,6 +217,10 @@ def test_estimate_of_an_existing_store_is_its_actual_bytes(small_corpus, tmp_pat
     assert [lv.projected_bytes for lv in p.levels] == [ls["stored_bytes"] for ls in store.manifest["level_summary"]]
     jsonschema.Draft202012Validator(SCHEMA).validate(r.to_dict())
     assert main(["estimate", url, "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["policies"][0]["projected_bytes"]["mean"] == on_disk
+    assert main(["estimate", url, "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "existing store" in out and "aws-s3:standard" in out
 
 
 def test_cli_store_rejects_sample_only_options(small_corpus, tmp_path, capsys) -> None:
@@ -216,6 +230,59 @@ def test_cli_store_rejects_sample_only_options(small_corpus, tmp_path, capsys) -
     assert "apply to image sources" in capsys.readouterr().err
     with pytest.raises(EstimateInputError, match="is a qpyr store"):
         estimate([url])
+
+
+def test_bucket_prefix_source_and_store_on_s3(small_corpus, tmp_path, s3, capsys) -> None:
+    """A bucket prefix on a real S3 API (moto's server on loopback, through s3fs): listed, probed
+    in threads, unreadable objects skipped and counted; a store in the bucket is estimated as is."""
+    import fsspec
+
+    bucket, so = s3
+    fs = fsspec.filesystem("s3", **so)
+    local = tmp_path / "same"
+    local.mkdir()
+    for p in sorted(small_corpus.glob("*.png"))[:12]:
+        fs.put_file(str(p), f"{bucket[5:]}/photos/{p.name}")
+        (local / p.name).write_bytes(p.read_bytes())
+    fs.pipe_file(f"{bucket[5:]}/photos/zz-broken.png", b"not an image")
+    (local / "zz-broken.png").write_bytes(b"not an image")
+    prefix = f"{bucket}/photos/"
+    r = estimate([prefix], sample=13, storage_options=so, **FAST)
+    assert r.sources == (prefix,) and r.items == 13 and r.readable_items == pytest.approx(12)
+    assert r.sample is not None and r.sample.packed == 12 and r.sample.probe_failed == 1
+    same = estimate([str(local)], sample=13, **FAST)
+    for p in r.policies:  # same pixels, same bytes (names, hence catalogs, differ)
+        assert p.data_bytes == pytest.approx(same.policy(p.policy).data_bytes, rel=1e-12)
+    opts = [f"--storage-option={k}={v}" for k, v in so.items()]
+    assert main(["estimate", prefix, "--sample", "6", "--json", "-q", *opts, "--provider", "gcs:standard"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
+    assert doc["corpus"]["items"] == 13 and doc["sample"]["probe_failed"] + doc["sample"]["load_failed"] <= 1
+
+    url = f"{bucket}/s.qpyr"
+    store = qpyr.pack([str(p) for p in sorted(local.glob("im*.png"))], url, policy="mixed", storage_options=so)
+    assert main(["estimate", url, "--json", "-q", *opts, "--provider", "gcs:standard"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["mode"] == "store" and doc["corpus"]["items"] == 12
+    assert doc["policies"][0]["projected_bytes"]["mean"] == store.total_bytes
+    assert doc["policies"][0]["objects"] == len(fs.find(f"{bucket[5:]}/s.qpyr"))
+
+
+def test_glob_source(small_corpus) -> None:
+    r = estimate([str(small_corpus / "im0000*.png")], sample=10, **FAST)
+    assert r.items == 10 and r.sample is not None and r.sample.packed == 10
+
+
+def test_default_policies_follow_qpyr_default_policy(monkeypatch) -> None:
+    """Without --policy the comparison is mixed + qpyr.policy.DEFAULT_POLICY, read at call time."""
+    import qpyr.policy
+
+    rng = np.random.default_rng(1)
+    arrays = {f"a{i}": (rng.random((36 + i, 44, 3)) * 255).astype(np.uint8) for i in range(4)}
+    monkeypatch.setattr(qpyr.policy, "DEFAULT_POLICY", "int8")
+    r = estimate(arrays, sample=4, **FAST)
+    assert [(p.policy, p.requested) for p in r.policies] == [
+        ("fp32", False), ("fp16", False), ("lossless", False), ("mixed", True), ("int8", True), ("jpeg-q90", False)]
 
 
 # ------------------------------------------------------------------------------- CLI outputs
@@ -237,6 +304,31 @@ def test_cli_json_matches_schema_and_plot_is_png(small_corpus, tmp_path, capsys)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_schema_rejects_incomplete_documents(small_corpus) -> None:
+    doc = estimate([str(small_corpus)], sample=4, policies=[], **FAST).to_dict()
+    v = jsonschema.Draft202012Validator(SCHEMA)
+    v.validate(doc)
+    for breaks in (lambda d: d["policies"][0]["projected_bytes"].pop("low"),
+                   lambda d: d["policies"][0]["costs"][0].pop("storage_per_month"),
+                   lambda d: d["policies"][0].update(surprise=1),
+                   lambda d: d["corpus"].update(items=-1),
+                   lambda d: d.update(qpyr_estimate="9.0")):
+        bad = json.loads(json.dumps(doc))
+        breaks(bad)
+        assert not v.is_valid(bad)
+
+
+def test_plot_without_matplotlib_gives_the_install_hint(small_corpus, tmp_path, monkeypatch, capsys) -> None:
+    url = str(tmp_path / "s.qpyr")
+    qpyr.pack([str(p) for p in sorted(small_corpus.glob("*.png"))[:3]], url)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    assert main(["estimate", url, "--plot", str(tmp_path / "x.png"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "needs matplotlib" in err and "qpyr[plot]" in err
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_cli_table_and_installed_entry_point(small_corpus) -> None:
     exe = shutil.which("qpyr", path=os.path.dirname(sys.executable)) or shutil.which("qpyr")
     assert exe, "the qpyr console script is not installed"
@@ -245,6 +337,16 @@ def test_cli_table_and_installed_entry_point(small_corpus) -> None:
     assert out.returncode == 0, out.stderr
     for word in ("fp32 pyramid", "fp16 pyramid", "JPEG q90", "mixed", "gcs:standard", "vs fp32", "vs JPEG", "SSIM"):
         assert word in out.stdout
+
+
+def test_qpyr_estimate_is_lazy_and_reachable_from_import_qpyr() -> None:
+    """``import qpyr`` alone gives ``qpyr.estimate(...)``, without importing the estimator up front."""
+    code = ("import sys, qpyr; assert 'qpyr.estimate' not in sys.modules; "
+            "f = qpyr.estimate; assert callable(f) and f.__name__ == 'qpyr.estimate'; "
+            "assert 'qpyr.estimate.estimator' not in sys.modules; "
+            "from qpyr.estimate import EstimateResult, estimate, estimate_store; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
 def test_python_api_is_qpyr_estimate(small_corpus) -> None:
@@ -353,7 +455,7 @@ def test_header_probe_matches_load_for_every_input_format(tmp_path) -> None:
     import imagecodecs
     import tifffile
 
-    from qpyr.estimate.estimator import _probe
+    from qpyr.estimate.probe import probe
     from qpyr.inputs import discover, load
 
     rng = np.random.default_rng(0)
@@ -373,7 +475,7 @@ def test_header_probe_matches_load_for_every_input_format(tmp_path) -> None:
     refs = list(discover([str(tmp_path)]))
     assert len(refs) == 14
     for ref in refs:
-        g, a = _probe(ref), load(ref)
+        g, a = probe(ref), load(ref)
         assert (g.channels, g.height, g.width, g.dtype) == (*a.shape, a.dtype.name), ref.name
     r = estimate([str(tmp_path)], sample=14, **FAST)
     assert r.sample is not None and r.sample.packed == 14

@@ -1,19 +1,40 @@
 """Cost estimation for qpyr stores: price tables, cost arithmetic, and the sample-based estimator.
 
-The package itself is callable, so that ``qpyr.estimate(...)`` is the estimator while
-``qpyr.estimate.cost`` / ``qpyr.estimate.prices`` stay importable modules::
+The package itself is callable, so that ``qpyr.estimate(...)`` is the estimator while its
+modules stay importable::
 
-    >>> import qpyr.estimate
+    >>> import qpyr
     >>> result = qpyr.estimate(["photos/"], sample=200)          # doctest: +SKIP
     >>> result.policy("mixed").projected_bytes.mean              # doctest: +SKIP
 
-``qpyr.estimate(...)`` is :func:`qpyr.estimate.estimator.estimate`; see also
-:func:`~qpyr.estimate.estimator.estimate_store`. Importing this package is cheap: the estimator
+``qpyr.estimate(...)`` is :func:`qpyr.estimate.estimator.estimate`; an existing store is
+:func:`~qpyr.estimate.existing.estimate_store`. Importing this package is cheap: the estimator
 (numpy, the writer) loads on first use.
+
+Modules, one job each:
+
+========================  ==================================================================
+``options``               arguments: defaults and checks (:class:`EstimateInputError`)
+``sources``               file lists, source expansion, "is this an existing store?"
+``sampling``              the seeded reservoir over the listing, the stratified sample choice
+``probe``                 image geometry and file size from headers (no decode)
+``packing``               packing the sample in memory, per-image/level bytes and quality
+``baselines``             fp32 / fp16 / lossless / JPEG q90 baselines, the policies compared
+``regression``            covariates, two-phase regression, bootstrap interval
+``planner``               per-level bucket of an image under a policy, without pixels
+``layout_model``          shards, indexes, metadata, catalog, objects of the projected store
+``pricing``               storage classes and dollars of a projection
+``results``               the typed results (``to_dict()`` is the ``--json`` document)
+``estimator``             :func:`estimate`: the steps above in order
+``existing``              :func:`estimate_store`: an existing store's actual figures
+``prices`` / ``cost``     price tables / cost arithmetic
+``render`` / ``cli``      text table and PNG chart / ``qpyr estimate``
+========================  ==================================================================
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import types
 from typing import Any
@@ -30,17 +51,28 @@ __all__ = [
     "estimate_store",
 ]
 
-_SUBMODULES = ("cli", "cost", "estimator", "prices", "render")
+#: Where each public name is defined (imported on first use).
+_HOMES = {
+    "CostEstimate": "results",
+    "EstimateResult": "results",
+    "Interval": "results",
+    "LevelEstimate": "results",
+    "PolicyEstimate": "results",
+    "SampleInfo": "results",
+    "EstimateInputError": "options",
+    "estimate": "estimator",
+    "estimate_store": "existing",
+}
+#: Modules, importable as attributes (``qpyr.estimate.cost``) without an import statement.
+_SUBMODULES = ("baselines", "cli", "cost", "estimator", "existing", "layout_model", "options", "packing", "planner",
+               "prices", "pricing", "probe", "regression", "render", "results", "sampling", "sources")
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from . import estimator
-
-        return getattr(estimator, name)
+    home = _HOMES.get(name)
+    if home is not None:
+        return getattr(importlib.import_module(f"{__name__}.{home}"), name)
     if name in _SUBMODULES:
-        import importlib
-
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

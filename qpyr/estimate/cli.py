@@ -1,4 +1,5 @@
-"""``qpyr estimate``: the command-line face of :mod:`qpyr.estimate.estimator`.
+"""``qpyr estimate``: the command-line face of :func:`qpyr.estimate.estimate` and
+:func:`qpyr.estimate.estimate_store`.
 
 ``add_parser(subparsers)`` registers the subcommand; ``run(args)`` runs it and returns the exit
 code: 0 on success, 2 on any error (one line ``qpyr estimate: error: ...`` on stderr). Options
@@ -45,7 +46,7 @@ def _number(kind: type, lo: float, *, strict: bool = False, hi: float | None = N
 
 def add_parser(subparsers: Any) -> None:
     """Register ``estimate`` on an argparse subparsers object (from ``add_subparsers``)."""
-    from qpyr.estimate.estimator import DEFAULT_PROVIDERS, DEFAULT_SAMPLE
+    from qpyr.estimate.options import DEFAULT_PROVIDERS, DEFAULT_SAMPLE
 
     sp = subparsers.add_parser(
         "estimate", help="project bytes and dollars of a corpus under each policy",
@@ -90,7 +91,9 @@ def _storage_options(pairs: list[str] | None) -> dict[str, Any] | None:
 def run(args: argparse.Namespace) -> int:
     """Run ``qpyr estimate`` for parsed ``args``; print the table (or JSON); return the exit code."""
     from qpyr.estimate import render
-    from qpyr.estimate.estimator import estimate, estimate_store, is_store
+    from qpyr.estimate.estimator import estimate
+    from qpyr.estimate.existing import estimate_store
+    from qpyr.estimate.sources import is_store
 
     try:
         so = _storage_options(args.storage_option)

@@ -1,4 +1,4 @@
-"""Render an :class:`~qpyr.estimate.estimator.EstimateResult`: a text table and a PNG bar chart.
+"""Render an :class:`~qpyr.estimate.results.EstimateResult`: a text table and a PNG bar chart.
 
 Units: bytes are decimal (KB = 1,000 B, ..., TB = 10**12 B) as providers bill them; money is USD.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from qpyr.estimate.estimator import EstimateResult, PolicyEstimate
+from qpyr.estimate.results import EstimateResult, PolicyEstimate
 
 __all__ = ["format_bytes", "format_money", "render_table", "plot"]
 

@@ -1,0 +1,84 @@
+"""Arguments of the estimator: their defaults and their checks.
+
+Kept free of heavy imports: the ``qpyr estimate`` parser reads its defaults from here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from qpyr.errors import QpyrError
+
+__all__ = [
+    "CONFIDENCE",
+    "DEFAULT_PROVIDERS",
+    "DEFAULT_SAMPLE",
+    "HEADER_SAMPLE_FACTOR",
+    "HEADER_SAMPLE_MIN",
+    "QUALITY_SAMPLE",
+    "EstimateInputError",
+    "check_float",
+    "check_int",
+    "check_read_levels",
+]
+
+#: Nominal coverage of the reported intervals.
+CONFIDENCE = 0.90
+DEFAULT_SAMPLE = 200
+#: Images whose header and file size are probed: ``max(HEADER_SAMPLE_MIN, HEADER_SAMPLE_FACTOR * sample)``.
+HEADER_SAMPLE_MIN = 2000
+HEADER_SAMPLE_FACTOR = 20
+#: Packed images whose SSIM/PSNR are measured (measuring costs more than packing).
+QUALITY_SAMPLE = 64
+#: Storage classes priced when none are asked for (those present in the price table).
+DEFAULT_PROVIDERS = (
+    "aws-s3:standard",
+    "aws-s3:standard-ia",
+    "gcs:standard",
+    "cloudflare-r2:standard",
+    "backblaze-b2:standard",
+)
+
+
+class EstimateInputError(QpyrError, ValueError):
+    """An argument of :func:`~qpyr.estimate.estimate` / :func:`~qpyr.estimate.estimate_store` is
+    invalid; ``parameter`` names it."""
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter}: {problem}")
+        self.parameter = parameter
+
+
+def check_int(name: str, value: object, lo: int) -> int:
+    """``value`` as an int >= ``lo`` (bools and floats are refused)."""
+    import numpy as np
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise EstimateInputError(name, f"expected an integer >= {lo}, got {value!r}")
+    if value < lo:
+        raise EstimateInputError(name, f"expected an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value: object, lo: float, hi: float | None = None, *, open_lo: bool = False) -> float:
+    """``value`` as a finite float in [``lo``, ``hi``] (``open_lo``: > ``lo``)."""
+    import numpy as np
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise EstimateInputError(name, f"expected a number, got {value!r}")
+    v = float(value)
+    bad = not math.isfinite(v) or (v <= lo if open_lo else v < lo) or (hi is not None and v > hi)
+    if bad:
+        rng = f"{'>' if open_lo else '>='} {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
+        raise EstimateInputError(name, f"expected a finite number {rng}, got {value!r}")
+    return v
+
+
+def check_read_levels(levels: Iterable[int] | int | None) -> tuple[int, ...] | None:
+    """Sorted distinct levels (each an int >= 0), or None for every level."""
+    if levels is None:
+        return None
+    if isinstance(levels, int):
+        levels = [levels]
+    return tuple(sorted({check_int("read_levels", lv, 0) for lv in levels}))

@@ -39,6 +39,16 @@ class EncodedLevel:
     #: why this encoding was chosen: "planned", "raised" (floor missed, quality/precision
     #: raised), "searched" (cheapest meeting a quality target), "lossless-fallback"
     decision: str = "planned"
+    #: the decoded level (float32 ``[C, h, w]``, normalized units) when asked for with
+    #: ``keep_recon=True``: exactly what a reader decodes (pruned tiles already filled)
+    recon: torch.Tensor | None = None
+    #: per-tile class counts of a ``qpyr.tiles`` level (index = class code, see
+    #: spec/codecs/tiles.md), else None
+    tile_counts: list[int] | None = None
+    #: stored bytes of the same level as uniform uint8 (what ``saliency`` reports against)
+    int8_bytes: int | None = None
+    #: the per-tile class map of a ``qpyr.tiles`` level (uint8 ``[ceil(h/tile), ceil(w/tile)]``)
+    tile_map: np.ndarray | None = None
 
 
 def bucket_for(enc: Encoding, level: np.ndarray, source_dtype: np.dtype[Any], slots_per_task: int, li: int) -> BucketSpec:
@@ -57,7 +67,6 @@ def measure(recon: torch.Tensor, level: np.ndarray, source_dtype: np.dtype[Any])
     ``data_range`` = the reference level's max - min (1 if constant).
     """
     from .metrics import psnr, ssim
-
     from .quant import normalize
 
     vs = value_scale_for(source_dtype)
@@ -78,32 +87,60 @@ def encode_level(
     li: int,
     slots_per_task: int,
     quality: bool = True,
+    keep_recon: bool = False,
+    tile_classes: np.ndarray | None = None,
+    coarser: torch.Tensor | None = None,
 ) -> EncodedLevel:
     """Encode ``level`` (``[C, h, w]`` in level units) with ``enc``.
 
     Chunks cover the item's extent in tiles of the bucket's chunk shape; the padding past the
     extent replicates edge samples (cheap for every codec, no ringing for DCT).
+
+    ``keep_recon``: also return the decoded level (``EncodedLevel.recon``). ``tile_classes``
+    (``qpyr.tiles`` only): uint8 class map of the level on the codec's tile grid; tiles past
+    the item's extent are pruned. ``coarser``: the *decoded* next coarser level, used to fill
+    pruned tiles exactly as a reader does (spec/codecs/tiles.md); without it they stay NaN
+    and quality is not measured.
     """
+    tiled = getattr(enc.codec, "name", "") == "qpyr.tiles"
     q = enc.quantizer
     spec = bucket_for(enc, level, source_dtype, slots_per_task, li)
     stored, params = q.quantize(level, source_dtype)
     c, h, w = level.shape
     th, tw = spec.chunk_hw
     ny, nx = -(-h // th), -(-w // tw)
-    padded = np.pad(stored, ((0, 0), (0, ny * th - h), (0, nx * tw - w)), mode="edge")
+    if getattr(enc.codec, "name", "") == "qpyr.dct" and stored.dtype == np.uint8:
+        from .codecs.dct import pad_for_dct
+
+        padded = pad_for_dct(stored, ny * th, nx * tw)  # block-constant fill: padding costs ~0 bits
+    else:
+        padded = np.pad(stored, ((0, 0), (0, ny * th - h), (0, nx * tw - w)), mode="edge")
     if spec.packed:
         padded = pack_nibbles(padded)
     sdt = np.dtype(spec.dtype)
     padded = padded.astype(sdt, copy=False)
     tws = spec.stored_chunk_w
     lossy = is_lossy(enc.codec)
-    recon_stored = np.empty_like(padded) if lossy and quality else None
+    want_recon = quality or keep_recon
+    recon_stored = np.empty_like(padded) if lossy and want_recon else None
+    if tiled:
+        from .codecs.tiles import chunk_classes
+
+        tcodec: Any = enc.codec
+        T = tcodec.tile
+        if tile_classes is None:
+            tile_classes = np.full((-(-h // T), -(-w // T)), 4, np.uint8)  # all fp32
+        counts = np.bincount(tile_classes.ravel(), minlength=5)[:5].tolist()
     chunks: list[tuple[int, int, bytes]] = []
     nbytes = 0
     for ty in range(ny):
         for tx in range(nx):
             tile = np.ascontiguousarray(padded[None, :, ty * th:(ty + 1) * th, tx * tws:(tx + 1) * tws])
-            data = add_crc(enc.codec.encode(tile))
+            if tiled:
+                cls = chunk_classes(tile_classes, ty * th, tx * tws, th, tws, h, w, T)  # type: ignore[arg-type]
+                data = add_crc(tcodec.encode_classes(tile, cls))
+            else:
+                data = add_crc(enc.codec.encode(tile))
             chunks.append((ty, tx, data))
             nbytes += len(data) + 16
             if recon_stored is not None:
@@ -112,8 +149,9 @@ def encode_level(
     if params is not None:
         nbytes += params.nbytes
     p = s = math.nan
-    if quality:
-        if q.is_lossless:
+    recon_t: torch.Tensor | None = None
+    if want_recon:
+        if q.is_lossless and not keep_recon:
             p, s = math.inf, 1.0
         else:
             from .quant import StoredType, unpack_nibbles
@@ -128,5 +166,19 @@ def encode_level(
             recon = q.dequantize(t, pt, value_scale=value_scale_for(source_dtype))
             if lossy and recon.shape != level.shape:  # defensive: never compare misaligned arrays
                 raise ValueError(f"decoded level shape {tuple(recon.shape)} != {level.shape}")
-            p, s = measure(recon, level, source_dtype)
-    return EncodedLevel(enc, spec, h, w, chunks, params, nbytes, p, s)
+            if tiled and coarser is not None:
+                from .codecs.tiles import fill_pruned
+
+                recon = fill_pruned(recon, coarser)
+            recon_t = recon
+            if q.is_lossless:
+                p, s = math.inf, 1.0
+            elif quality and not bool(torch.isnan(recon).any()):
+                p, s = measure(recon, level, source_dtype)
+    out = EncodedLevel(enc, spec, h, w, chunks, params, nbytes, p, s)
+    if keep_recon:
+        out.recon = recon_t
+    if tiled:
+        out.tile_counts = counts
+        out.tile_map = tile_classes
+    return out

@@ -13,7 +13,7 @@ from typing import Any
 from .format import json_float
 from .store import Store
 
-__all__ = ["info_dict", "render_info", "ITEMS_DETAIL_MAX"]
+__all__ = ["info_dict", "render_info", "plan_view", "ITEMS_DETAIL_MAX"]
 
 #: Stores with at most this many items list every item in ``info``.
 ITEMS_DETAIL_MAX = 20
@@ -80,6 +80,8 @@ def info_dict(store: Store, *, items: bool | None = None) -> dict[str, Any]:
         "ratio_vs_uint8": _ratio(uint8_total, store.total_bytes),
         "level_summary": levels,
     }
+    if isinstance(m.get("plan"), dict):
+        out["plan"] = plan_view(m["plan"])
     if items or (items is None and len(store) <= ITEMS_DETAIL_MAX):
         detail = []
         for i in range(len(store)):
@@ -94,6 +96,46 @@ def info_dict(store: Store, *, items: bool | None = None) -> dict[str, Any]:
             })
         out["items_detail"] = detail
     return out
+
+
+def plan_view(plan: dict[str, Any]) -> dict[str, Any]:
+    """The manifest ``plan`` with per-level tile class shares and the ratio vs uniform int8."""
+    out = {k: v for k, v in plan.items() if k != "levels"}
+    levels = []
+    for d in plan.get("levels", []):
+        d = dict(d)
+        tc = d.get("tile_classes")
+        if tc is not None:
+            n = sum(tc)
+            d["tile_share"] = [c / n if n else 0.0 for c in tc]
+        if "int8_bytes" in d:
+            d["ratio_vs_int8"] = _ratio(d["int8_bytes"], d["stored_bytes"])
+        levels.append(d)
+    out["levels"] = levels
+    return out
+
+
+def _render_plan(p: dict[str, Any]) -> list[str]:
+    lines = ["", f"plan     {p['policy']}   " + ", ".join(
+        f"{k}={v}" for k, v in p["describe"].items() if k != "name" and not isinstance(v, (dict, str)))]
+    if "bytes" in p["describe"]:
+        lines.append(f"budget   {p['describe']['bytes']} B per image; largest item stored {p.get('max_item_bytes', 0)} B")
+    tiles = [d for d in p.get("levels", []) if "tile_classes" in d]
+    if tiles:
+        from .codecs.tiles import CLASSES
+
+        hdr = f"{'level':>5} " + " ".join(f"{c:>13}" for c in CLASSES) + f" {'stored':>11} {'int8':>11} {'vs int8':>8}"
+        lines += ["tile classes per level (count, %); bytes vs the same levels as uniform int8:", hdr, "-" * len(hdr)]
+        for d in tiles:
+            cells = " ".join(f"{c:>6} {100 * s:5.1f}%" for c, s in zip(d["tile_classes"], d["tile_share"], strict=True))
+            lines.append(f"{d['level']:>5} {cells} {_fmt_bytes(d['stored_bytes']):>11} {_fmt_bytes(d.get('int8_bytes', 0)):>11} "
+                         f"{d.get('ratio_vs_int8', 0):>7.2f}x")
+        tot = [sum(d["tile_classes"][k] for d in tiles) for k in range(5)]
+        n = sum(tot) or 1
+        sb, ib = sum(d["stored_bytes"] for d in tiles), sum(d.get("int8_bytes", 0) for d in tiles)
+        lines.append(f"{'all':>5} " + " ".join(f"{c:>6} {100 * c / n:5.1f}%" for c in tot) +
+                     f" {_fmt_bytes(sb):>11} {_fmt_bytes(ib):>11} {_ratio(ib, sb):>7.2f}x")
+    return lines
 
 
 def _fmt_bytes(n: float) -> str:
@@ -136,6 +178,8 @@ def render_info(d: dict[str, Any]) -> str:
     lines.append("")
     lines.append("PSNR: all channels, peak = source max (255 for 8-bit); SSIM: Wang 2004, 11x11 Gaussian "
                  "sigma 1.5, mean over channels. 'exact' = lossless. Bytes are stored bytes incl. shard indexes.")
+    if "plan" in d:
+        lines += _render_plan(d["plan"])
     if "items_detail" in d and d["items"] > 1:
         lines.append("")
         lines.append(f"{'item':<32} {'level':>5} {'shape':<16} {'encoding':<18} {'stored':>11} {'PSNR dB':>8} {'SSIM':>7}")

@@ -1,7 +1,7 @@
 """qpyr's codecs for stock zarr-python, registered through the ``zarr.codecs`` entry points.
 
 With qpyr installed, ``zarr.open_array(...)`` on a qpyr store decodes ``qpyr.dct`` and
-``qpyr.lossless`` chunks through these classes (zarr-python finds them by entry point; the
+``qpyr.lossless`` and ``qpyr.tiles`` chunks through these classes (zarr-python finds them by entry point; the
 user does not import qpyr). They wrap the same encode/decode as qpyr's own reader.
 """
 
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from zarr.core.array_spec import ArraySpec
     from zarr.core.buffer import Buffer, NDBuffer
 
-__all__ = ["DctZarrCodec", "LosslessZarrCodec"]
+__all__ = ["DctZarrCodec", "LosslessZarrCodec", "TilesZarrCodec"]
 
 
 @dataclass(frozen=True)
@@ -74,3 +74,11 @@ class DctZarrCodec(_QpyrZarrCodec):
 @dataclass(frozen=True, init=False)
 class LosslessZarrCodec(_QpyrZarrCodec):
     codec_name: ClassVar[str] = "qpyr.lossless"
+
+
+@dataclass(frozen=True, init=False)
+class TilesZarrCodec(_QpyrZarrCodec):
+    """Per-tile classes (saliency policy). Pruned tiles decode as NaN: stock readers see the
+    stored values; qpyr's reader fills them from the next coarser level."""
+
+    codec_name: ClassVar[str] = "qpyr.tiles"

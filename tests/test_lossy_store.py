@@ -68,3 +68,23 @@ print('ok')
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_stock_zarr_decodes_qpyr_tiles_through_entry_points(tmp_path, small_photos):
+    a = small_photos["chelsea"]
+    store = qpyr.pack({"c": a}, str(tmp_path / "s.qpyr"), policy="saliency", levels=2)
+    lv = next(v for v in store.item_info("c")["levels"] if v["encoding"].startswith("tiles"))
+    c, h, w = lv["shape"]
+    expect = store.read("c", [lv["level"]])[lv["level"]]
+    np.save(tmp_path / "expect.npy", expect.numpy())
+    code = f"""
+import numpy as np, zarr
+arr = zarr.open_array({str(tmp_path / 's.qpyr')!r} + '/' + {lv['bucket']!r} + '/data', mode='r')
+x = np.asarray(arr[{lv['slot']}, :, :{h}, :{w}], dtype=np.float32)
+e = np.load({str(tmp_path / 'expect.npy')!r})
+ok = np.isfinite(x)
+assert ok.mean() > 0.9 and np.allclose(x[ok], e[ok], atol=1e-6), (x.max(), e.max())  # normalized [0, 1] values
+print('ok')
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr

@@ -16,9 +16,10 @@ import numpy as np
 from ..errors import CodecError
 from .adapters import DctChunkCodec, LosslessChunkCodec
 from .standard import BloscCodec, ZstdCodec
+from .tiles import TilesChunkCodec
 
 __all__ = ["ChunkCodec", "REGISTRY", "codec_from_dict", "register_codec", "is_lossy", "ZstdCodec", "BloscCodec",
-           "DctChunkCodec", "LosslessChunkCodec"]
+           "DctChunkCodec", "LosslessChunkCodec", "TilesChunkCodec"]
 
 
 @runtime_checkable
@@ -41,6 +42,7 @@ REGISTRY: dict[str, type] = {
     "blosc": BloscCodec,
     "qpyr.dct": DctChunkCodec,
     "qpyr.lossless": LosslessChunkCodec,
+    "qpyr.tiles": TilesChunkCodec,
 }
 
 

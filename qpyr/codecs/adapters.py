@@ -66,6 +66,13 @@ class DctChunkCodec:
         data: bytes = self.inner.encode(chunk[0])
         return data
 
+    def simulate(self, chunk: np.ndarray) -> np.ndarray:
+        """``decode(encode(chunk))`` without entropy coding (bit-exact; for quality searches)."""
+        if chunk.dtype != np.uint8:
+            raise CodecError(f"qpyr.dct encodes uint8 samples. Got {chunk.dtype}.")
+        out: np.ndarray = self.inner.simulate(chunk[0])
+        return out[None]
+
     def decode(self, data: bytes, shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
         if np.dtype(dtype) != np.uint8 or len(shape) != 4 or shape[0] != 1:
             raise CodecError(f"qpyr.dct decodes [1, C, H, W] uint8 chunks. Got {shape} {dtype}.")

@@ -42,7 +42,7 @@ def collate_list(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if not samples:
         raise InputError("Expected at least one sample to collate.")
     keys = list(samples[0]["levels"])
-    levels: dict[int, list[Any]] = {k: [] for k in keys}
+    levels: dict[int, Any] = {k: [] for k in keys}  # lists, or a PayloadBatch per level
     for s in samples:
         if list(s["levels"]) != keys:
             raise InputError(f"Samples of one batch must hold the same levels. Got {keys} and {list(s['levels'])}; "

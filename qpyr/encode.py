@@ -90,6 +90,7 @@ def encode_level(
     keep_recon: bool = False,
     tile_classes: np.ndarray | None = None,
     coarser: torch.Tensor | None = None,
+    simulate: bool = False,
 ) -> EncodedLevel:
     """Encode ``level`` (``[C, h, w]`` in level units) with ``enc``.
 
@@ -101,6 +102,10 @@ def encode_level(
     the item's extent are pruned. ``coarser``: the *decoded* next coarser level, used to fill
     pruned tiles exactly as a reader does (spec/codecs/tiles.md); without it they stay NaN
     and quality is not measured.
+
+    ``simulate``: for codecs with a ``simulate`` method (``qpyr.dct``), measure quality on the
+    bit-exact round trip without entropy coding and write no chunks (``nbytes = -1``): the
+    cheap probe of quality searches, which entropy-code only the encoding they choose.
     """
     tiled = getattr(enc.codec, "name", "") == "qpyr.tiles"
     q = enc.quantizer
@@ -136,6 +141,11 @@ def encode_level(
     for ty in range(ny):
         for tx in range(nx):
             tile = np.ascontiguousarray(padded[None, :, ty * th:(ty + 1) * th, tx * tws:(tx + 1) * tws])
+            if simulate and hasattr(enc.codec, "simulate"):
+                if recon_stored is not None:
+                    recon_stored[:, ty * th:(ty + 1) * th, tx * tws:(tx + 1) * tws] = enc.codec.simulate(tile)[0]
+                nbytes = -1
+                continue
             if tiled:
                 cls = chunk_classes(tile_classes, ty * th, tx * tws, th, tws, h, w, T)  # type: ignore[arg-type]
                 data = add_crc(tcodec.encode_classes(tile, cls))
@@ -146,7 +156,7 @@ def encode_level(
             if recon_stored is not None:
                 dec = enc.codec.decode(strip_crc(data, "encode"), tile.shape, sdt)
                 recon_stored[:, ty * th:(ty + 1) * th, tx * tws:(tx + 1) * tws] = dec[0]
-    if params is not None:
+    if params is not None and nbytes >= 0:
         nbytes += params.nbytes
     p = s = math.nan
     recon_t: torch.Tensor | None = None

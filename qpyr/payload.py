@@ -173,8 +173,9 @@ class LevelPayload:
         return int(n)
 
     def pin_memory(self) -> LevelPayload:
-        """A copy with samples in pinned memory (called by ``DataLoader(pin_memory=True)``)."""
-        if self.samples is None or self.samples.is_pinned():
+        """A copy with samples in pinned memory (called by ``DataLoader(pin_memory=True)``);
+        ``self`` where there is no CUDA device (pinning needs the CUDA runtime)."""
+        if self.samples is None or not torch.cuda.is_available() or self.samples.is_pinned():
             return self
         return dataclasses.replace(self, samples=self.samples.pin_memory())
 
@@ -313,7 +314,10 @@ class PayloadBatch(Sequence[LevelPayload]):
         return dataclasses.replace(self._items[i], samples=st[j], params=None if pp is None else pp[j])
 
     def pin_memory(self) -> PayloadBatch:
-        """A copy in pinned memory (called by ``DataLoader(pin_memory=True)``)."""
+        """A copy in pinned memory (called by ``DataLoader(pin_memory=True)``); ``self`` where
+        there is no CUDA device."""
+        if not torch.cuda.is_available():
+            return self
         out = PayloadBatch.__new__(PayloadBatch)
         out._where = self._where
         out._groups = [(idx, st.pin_memory(), pp) for idx, st, pp in self._groups]

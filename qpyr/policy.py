@@ -362,12 +362,22 @@ class _Searcher:
         self.tried: list[Any] = []
         self.family = "ssim"  # DCT table family searched over
 
-    def trial(self, enc: Encoding) -> Any:
+    def trial(self, enc: Encoding, measured: Any = None) -> Any:
+        """Encode with ``enc``; ``measured``: a :meth:`probe` of the same encoding, whose
+        (bit-exact) quality is reused instead of decoding and measuring again."""
         from .encode import encode_level
 
-        e = encode_level(self.level, self.dt, enc, li=self.li, slots_per_task=self.spt)
+        e = encode_level(self.level, self.dt, enc, li=self.li, slots_per_task=self.spt, quality=measured is None)
+        if measured is not None:
+            e.psnr, e.ssim = measured.psnr, measured.ssim
         self.tried.append(e)
         return e
+
+    def probe(self, enc: Encoding) -> Any:
+        """Quality of ``enc`` without entropy coding (``nbytes = -1``); bit-exact with :meth:`trial`."""
+        from .encode import encode_level
+
+        return encode_level(self.level, self.dt, enc, li=self.li, slots_per_task=self.spt, simulate=True)
 
     def min_dct_quality(self, chroma: str, ssim: float | None, psnr: float | None, lo: int = 1,
                         start: int = 75) -> Any | None:
@@ -381,7 +391,7 @@ class _Searcher:
 
         def ev(q: int) -> Any:
             if q not in cache:
-                cache[q] = self.trial(dct_encoding(q, chroma, self.dt, self.family))
+                cache[q] = self.probe(dct_encoding(q, chroma, self.dt, self.family))
             return cache[q]
 
         def score(e: Any) -> float:  # >= 0 iff the floors are met (worst margin)
@@ -422,7 +432,7 @@ class _Searcher:
                 hi = mid
             else:
                 lo = mid + 1
-        return ev(hi)
+        return self.trial(dct_encoding(hi, chroma, self.dt, self.family), measured=cache[hi])  # entropy-code the winner only
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ child process (async filesystems are not fork-safe, fsspec#835) and is never pic
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import threading
@@ -47,7 +48,16 @@ _UNREACHABLE = ("EndpointConnectionError", "Could not connect", "ConnectionRefus
                 "Name or service not known", "nodename nor servname", "ClientConnectorError")
 _TRANSIENT = ("Timeout", "timed out", "Throttl", "SlowDown", "RequestLimitExceeded", "ServiceUnavailable",
               "InternalError", "503", "500", "502", "504", "ConnectionReset", "Connection reset",
-              "IncompleteRead", "ServerDisconnected", "ClientPayloadError", "BrokenPipe")
+              "IncompleteRead", "ServerDisconnected", "ClientPayloadError", "BrokenPipe",
+              "reduce your request rate")
+# Error codes of an object store's reply worth retrying. s3fs turns them into bare OSErrors
+# (SlowDown/ServiceUnavailable → EBUSY, InternalError → EREMOTEIO) whose text is only the
+# server's message, so the code is read from the botocore error chained as the cause.
+_TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
+                              "ThrottlingException", "RequestLimitExceeded", "TooManyRequests", "OperationAborted",
+                              "BandwidthLimitExceeded", "RequestThrottled", "EC2ThrottledException"})
+_TRANSIENT_ERRNOS = frozenset({errno.EBUSY, errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED,
+                               errno.EPIPE, getattr(errno, "EREMOTEIO", errno.EIO)})
 
 
 def is_url(path: str) -> bool:
@@ -64,6 +74,25 @@ def _has(e: BaseException, words: tuple[str, ...]) -> bool:
     return any(w in text for w in words)
 
 
+def _service_reply(e: BaseException) -> tuple[str, int]:
+    """``(error code, HTTP status)`` of the service reply behind ``e`` (a botocore-style error
+    with a ``response`` dict, raised or chained as a cause), or ``("", 0)``."""
+    x: BaseException | None = e
+    for _ in range(4):
+        if x is None:
+            break
+        r = getattr(x, "response", None)
+        if isinstance(r, dict):
+            err, meta = r.get("Error") or {}, r.get("ResponseMetadata") or {}
+            try:
+                status = int(meta.get("HTTPStatusCode") or 0) if isinstance(meta, dict) else 0
+            except (TypeError, ValueError):
+                status = 0
+            return (str(err.get("Code") or "") if isinstance(err, dict) else ""), status
+        x = x.__cause__ or x.__context__
+    return "", 0
+
+
 def classify_error(e: BaseException) -> str:
     """``"missing"`` (no such key), ``"no-bucket"``, ``"auth"``, ``"unreachable"``,
     ``"transient"`` (worth retrying) or ``"fatal"``."""
@@ -76,6 +105,11 @@ def classify_error(e: BaseException) -> str:
     if isinstance(e, ConnectionRefusedError) or _has(e, _UNREACHABLE):
         return "unreachable"
     if isinstance(e, (ConnectionError, TimeoutError)) or _has(e, _TRANSIENT):
+        return "transient"
+    code, status = _service_reply(e)
+    if code in _TRANSIENT_CODES or status == 429 or status >= 500:
+        return "transient"
+    if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNOS:
         return "transient"
     return "fatal"
 
@@ -185,6 +219,8 @@ class ObjectStore:
         return StorageError(f"{what} on {self.url!r} failed: {type(e).__name__}: {e}")
 
     def _sleep(self, attempt: int) -> None:
+        """Back off before retry ``attempt + 1``: ``backoff * 2**attempt`` seconds (capped at
+        5 s), jittered down to half of it so clients that failed together do not retry together."""
         d = min(self.backoff * (2 ** attempt), _MAX_BACKOFF)
         time.sleep(d * (0.5 + random.random() / 2))
 

@@ -44,11 +44,20 @@ _INDEX_CACHE = 4096
 #: Parameter chunks (one per shard row) kept per open store.
 _PARAM_CACHE = 256
 _MISSING = 2**64 - 1
-_crc_buffer: Callable[[Any], int] | None
-try:  # crc32c over any buffer: chunks are checked in place, not copied first
-    from crc32c import crc32c as _crc_buffer
-except ImportError:  # pragma: no cover - google-crc32c (a dependency) needs bytes
-    _crc_buffer = None
+
+
+def _buffer_crc() -> Callable[[Any], int] | None:
+    """crc32c over any buffer (the optional ``crc32c`` package): chunks are then checked in
+    place, not copied first. google-crc32c (a dependency) needs bytes."""
+    try:
+        import crc32c
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    fn: Callable[[Any], int] = crc32c.crc32c
+    return fn
+
+
+_crc_buffer = _buffer_crc()
 #: Normalization factor by source dtype code (catalog ``sources`` column 0).
 _VALUE_SCALES = [value_scale_for(np.dtype(n)) for n in fmt.DTYPE_CODES]
 
@@ -156,6 +165,8 @@ class Store:
     @staticmethod
     def _root_changed(ostore: ObjectStore, raw: bytes) -> bool:
         try:
+            # a cached open file would still read the replaced object: open it afresh
+            ostore._forget(ostore.path("zarr.json"))
             return ostore.size("zarr.json") != len(raw) or ostore.read("zarr.json") != raw
         except (FileNotFoundError, QpyrError):
             return False
@@ -674,11 +685,16 @@ class Store:
             ``{level: Tensor[C, h, w]}``: float in [0, 1] for uint8/uint16 sources, source
             units otherwise (or ``{level: StoredLevel}``).
         """
-        dev = torch.device(device)
+        dev = _device(device)
         payloads = self.fetch(item, levels, region=region, max_bytes=max_bytes, target_size=target_size,
                               coefficients=dev.type != "cpu", pin_memory=dev.type == "cuda")
         if dequantize:
-            return {li: p.decode(dev, dtype) for li, p in payloads.items()}
+            out = {li: p.decode(dev, dtype) for li, p in payloads.items()}
+            if any(p.samples is not None and p.samples.is_floating_point() for p in payloads.values()):
+                from .saliency import fill_levels  # qpyr.tiles: pruned tiles (NaN) from the coarser level
+
+                out = fill_levels(self, item, out, region, dev, dtype)
+            return out
         return {li: p.stored(dev) for li, p in payloads.items()}
 
     def read_batch(
@@ -693,16 +709,28 @@ class Store:
         max_bytes: int | None = None,
         target_size: int | None = None,
     ) -> list[Any]:
-        """One level of many items: ``[Tensor[C, h_i, w_i]]`` (or ``StoredLevel``s), in order.
+        """One level of many items: ``[Tensor[C, h_i, w_i]]`` of ``dtype`` on ``device``, values
+        in [0, 1] for uint8/uint16 sources and in source units otherwise (or ``StoredLevel``s with
+        ``dequantize=False``), in the order of ``items``.
 
         All byte ranges go out in one batch (concurrently on async backends); equal-shaped
         items are dequantized together. Arguments as in :meth:`read`.
         """
-        dev = torch.device(device)
+        dev = _device(device)
         payloads = self.fetch_batch(items, level, region=region, max_bytes=max_bytes, target_size=target_size,
                                     coefficients=dev.type != "cpu", pin_memory=dev.type == "cuda")
         if dequantize:
-            return decode_payloads(payloads, dev, dtype)
+            outs = decode_payloads(payloads, dev, dtype)
+            for k, (p, t) in enumerate(zip(payloads, outs, strict=True)):
+                # qpyr.tiles: pruned tiles (NaN) from the coarser level. Only float-stored levels
+                # can hold NaN: integer levels skip the scan (it costs as much as the decode).
+                if p.samples is not None and p.samples.is_floating_point() and bool(torch.isnan(t).any()):
+                    from .saliency import fill_levels
+
+                    li = level if isinstance(level, int) else self.pick_level(
+                        items[k], max_bytes=max_bytes, target_size=target_size, region=region)
+                    outs[k] = fill_levels(self, items[k], {li: t}, region, dev, dtype)[li]
+            return outs
         return [p.stored(dev) for p in payloads]
 
     def read_stored(
@@ -731,6 +759,13 @@ class _Req:
         self.i, self.level, self.b, self.slot = i, level, b, slot
         self.y0, self.x0, self.y1, self.x1 = y0, x0, y1, x1
         self.chunks = chunks
+
+
+def _device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"Expected an available device. Got {str(device)!r}, but torch.cuda.is_available() is False.")
+    return dev
 
 
 def open_store(url: str, *, storage_options: dict[str, Any] | None = None) -> Store:

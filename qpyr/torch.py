@@ -35,9 +35,10 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from .collate import pad_batch
 from .errors import InputError
 from .payload import LevelPayload, PayloadBatch
+from .qat import fake_quantize
 from .store import Store, open_store
 
-__all__ = ["PyramidDataset", "StreamingPyramidDataset", "decode_batch"]
+__all__ = ["PyramidDataset", "StreamingPyramidDataset", "decode_batch", "fake_quantize"]
 
 _STATE_VERSION = 1
 
@@ -94,18 +95,36 @@ class _Source:
     def _levels_of(self, i: int) -> list[int] | str:
         return self.levels if self.levels is not None else "auto"
 
-    def _sample(self, i: int) -> dict[str, Any]:
+    def _samples(self, idx: Sequence[int]) -> list[dict[str, Any]]:
+        """Samples of items ``idx`` (valid indices), fetched together: one batch of concurrent,
+        coalesced byte ranges per level read, so a DataLoader batch costs one round trip per
+        level rather than one per image (what makes a bucket's latency bearable)."""
         st = self.store
-        lv = self._levels_of(i)
-        kw: dict[str, Any] = {"target_size": self.target_size} if lv == "auto" else {}
-        if self.device_decode:
-            levels: dict[int, Any] = st.fetch(i, lv, coefficients=True, **kw)
+        idx = [int(i) for i in idx]
+        if self.levels is not None:
+            plan = {li: list(range(len(idx))) for li in self.levels}
         else:
-            payloads = st.fetch(i, lv, **kw)
-            levels = {li: p.decode("cpu", self.dtype) for li, p in payloads.items()}
-            if self.transform is not None:
-                levels = {li: self.transform(t) for li, t in levels.items()}
-        return {"name": st._names[i], "index": i, "levels": levels}
+            plan = {}
+            for j, i in enumerate(idx):
+                plan.setdefault(st.pick_level(i, target_size=self.target_size), []).append(j)
+        levels: list[dict[int, Any]] = [{} for _ in idx]
+        for li, js in plan.items():
+            payloads = st.fetch_batch([idx[j] for j in js], li, coefficients=self.device_decode)
+            for j, p in zip(js, payloads, strict=True):
+                if self.device_decode:
+                    levels[j][li] = p
+                else:
+                    t = p.decode("cpu", self.dtype)
+                    if p.samples is not None and p.samples.is_floating_point() and bool(torch.isnan(t).any()):
+                        from .saliency import fill_levels  # pruned qpyr.tiles, filled as Store.read does
+
+                        t = fill_levels(st, idx[j], {li: t}, None, "cpu", self.dtype)[li]
+                    levels[j][li] = t if self.transform is None else self.transform(t)
+        names = st._names
+        return [{"name": names[i], "index": i, "levels": lv} for i, lv in zip(idx, levels, strict=True)]
+
+    def _sample(self, i: int) -> dict[str, Any]:
+        return self._samples([i])[0]
 
     def _chosen_levels(self) -> np.ndarray:
         """The level each item reads (the first listed level, or the ``target_size`` choice)."""
@@ -146,7 +165,10 @@ class PyramidDataset(_Source, Dataset):  # type: ignore[type-arg]
             with :func:`decode_batch` on the training device.
         dtype: floating dtype of decoded tensors.
 
-    Works with any sampler, including ``DistributedSampler``.
+    ``ds[i]`` is ``{"name": str, "index": int, "levels": {level: Tensor[C, h, w]}}``: ``dtype``
+    (float32) values in [0, 1] for uint8/uint16 sources, source units otherwise; or
+    ``{level: LevelPayload}`` with ``device_decode=True``. Works with any sampler, including
+    ``DistributedSampler``.
     """
 
     def __init__(self, url: str, levels: Sequence[int] | int | None = None, *, target_size: int | None = None,
@@ -164,6 +186,15 @@ class PyramidDataset(_Source, Dataset):  # type: ignore[type-arg]
         if not -n <= i < n:
             raise IndexError(f"index {index} out of range for a dataset of {n} items")
         return self._sample(i % n)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """``[ds[i] for i in indices]``, fetched as one batch (a DataLoader with a batch size
+        calls this for every batch)."""
+        n = len(self.store)
+        for index in indices:
+            if not -n <= int(index) < n:
+                raise IndexError(f"index {index} out of range for a dataset of {n} items")
+        return self._samples([int(i) % n for i in indices])
 
     def __getstate__(self) -> dict[str, Any]:
         return self._state_for_pickle()
@@ -311,10 +342,10 @@ class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-ar
             runs = np.arange(len(seq)) // self.batch_size
             seq = seq[runs % info.num_workers == info.id]
         self._yielded = 0
-        for i in seq:
-            sample = self._sample(int(i))
-            self._yielded += 1  # counted before the yield: the consumer holds it when it asks
-            yield sample
+        for s in range(0, len(seq), self.batch_size):  # each run of batch_size fetched as one batch
+            for sample in self._samples(seq[s:s + self.batch_size].tolist()):
+                self._yielded += 1  # counted before the yield: the consumer holds it when it asks
+                yield sample
 
     def __len__(self) -> int:
         """Items this rank streams in a full epoch."""
@@ -333,9 +364,11 @@ def decode_batch(batch: Mapping[str, Any], device: str | torch.device = "cpu", d
     """Decode a batch of payloads (from ``device_decode=True`` + :func:`qpyr.collate.collate_list`)
     on ``device``.
 
-    Each level becomes ``Tensor[N, C, H, W]`` when its images share a shape, else a list of
+    Each level becomes ``Tensor[N, C, H, W]`` of ``dtype`` on ``device`` (values in [0, 1] for
+    uint8/uint16 sources, source units otherwise) when its images share a shape, else a list of
     ``Tensor[C, h_i, w_i]``; with ``pad=True`` it is always padded (see
-    :func:`qpyr.collate.pad_batch`) and ``"mask"``/``"sizes"`` are added.
+    :func:`qpyr.collate.pad_batch`) and ``"mask"`` (bool ``[N, H, W]``) and ``"sizes"`` (int64
+    ``[N, 2]``) are added.
     """
     out = dict(batch)
     out["levels"] = {}

@@ -62,5 +62,6 @@ def s3(s3_server):
         yield f"s3://{bucket}", s3_server.storage_options()
     finally:
         s3_server.require_auth(False)
+        s3_server.fail_next(0)
         s3fs.S3FileSystem.clear_instance_cache()
 # ============================================================================ end of S3 fixtures

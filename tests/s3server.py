@@ -3,7 +3,9 @@
 Tests talk to it through s3fs exactly as to AWS (``endpoint_url`` + key/secret); nothing in
 s3fs or botocore is mocked. ``require_auth(True)`` switches on moto's IAM checks (unknown
 access keys are then refused with ``InvalidAccessKeyId``), through the server's own
-``/moto-api/reset-auth`` endpoint.
+``/moto-api/reset-auth`` endpoint. ``fail_next(n)`` makes the server itself answer the next
+``n`` GET requests with an S3 error (``503 SlowDown`` by default): transient failures injected
+on the wire, for the retry tests.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import urllib.request
 import uuid
 from typing import Any
@@ -30,22 +33,65 @@ def free_port() -> int:
     return port
 
 
+_REASONS = {500: "Internal Server Error", 503: "Service Unavailable", 403: "Forbidden"}
+
+
+class FaultInjector:
+    """WSGI middleware in front of moto: the next ``pending`` requests of ``method`` get an S3
+    error document (``status``, ``code``) instead of reaching moto."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+        self.pending = 0
+        self.served = 0  # injected failures answered so far
+        self.status, self.code, self.method = 503, "SlowDown", "GET"
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        with self.lock:
+            hit = self.pending > 0 and environ.get("REQUEST_METHOD") == self.method
+            if hit:
+                self.pending -= 1
+                self.served += 1
+        if not hit:
+            return self.app(environ, start_response)
+        body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{self.code}</Code><Message>injected by '
+                'the test server</Message><RequestId>qpyr-test</RequestId></Error>').encode()
+        start_response(f"{self.status} {_REASONS.get(self.status, 'Error')}",
+                       [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+        return [body]
+
+
 class S3Server:
-    """moto's ThreadedMotoServer on 127.0.0.1 with an OS-chosen port."""
+    """moto's ThreadedMotoServer on 127.0.0.1 with an OS-chosen port, behind a
+    :class:`FaultInjector`."""
 
     def __init__(self) -> None:
         self._server: Any = None
+        self.faults: FaultInjector | None = None
         self._saved_env: dict[str, str | None] = {}
         self.port = 0
 
     def start(self) -> S3Server:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
         from moto.server import ThreadedMotoServer
+        from werkzeug.serving import make_server
+
+        owner = self
+
+        class _Server(ThreadedMotoServer):  # type: ignore[misc]
+            def _server_entry(self) -> None:  # moto's own, with the fault injector in front
+                owner.faults = FaultInjector(DomainDispatcherApplication(create_backend_app))
+                self._server = make_server(self._ip_address, self._port, owner.faults, True,
+                                           request_handler=MotoRequestHandler)
+                self._server_ready_event.set()
+                self._server.serve_forever()
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no request log on stderr
         for k, v in CREDENTIALS.items():
             self._saved_env[k] = os.environ.get(k)
             os.environ[k] = v
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server = _Server(ip_address="127.0.0.1", port=0, verbose=False)
         self._server.start()
         self.port = int(self._server._server.server_port)
         return self
@@ -77,6 +123,19 @@ class S3Server:
         name = f"qpyr-{uuid.uuid4().hex[:12]}"
         self.filesystem().mkdir(name)
         return name
+
+    def fail_next(self, n: int, status: int = 503, code: str = "SlowDown", method: str = "GET") -> None:
+        """Answer the next ``n`` ``method`` requests with ``status``/``code`` (0 stops failing)."""
+        assert self.faults is not None
+        with self.faults.lock:
+            self.faults.pending, self.faults.status, self.faults.code, self.faults.method = n, status, code, method
+            self.faults.served = 0
+
+    @property
+    def failures_served(self) -> int:
+        assert self.faults is not None
+        with self.faults.lock:
+            return self.faults.served
 
     def require_auth(self, on: bool) -> None:
         """Refuse (True) or accept (False) requests whose credentials moto's IAM does not know."""

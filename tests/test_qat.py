@@ -56,3 +56,9 @@ def test_encoding_dict_and_bad_shape(photo):
     assert torch.equal(fake_quantize(x, enc.to_dict()), x.half().float())
     with pytest.raises(ValueError, match=r"\[C, H, W\]"):
         fake_quantize(torch.rand(16, 16), enc)
+
+
+def test_fake_quantize_is_exported_by_qpyr_torch():
+    import qpyr.torch
+
+    assert qpyr.torch.fake_quantize is fake_quantize

@@ -75,6 +75,20 @@ def test_reading_a_level_fetches_at_most_its_stored_bytes(corpus_store):
     assert st.io_stats()["requests"] == 2  # one chunk range per level, no metadata
 
 
+@pytest.mark.parametrize("policy", ["int8:granularity=block,block=8", "int4", "dct:quality=80", "lossless"])
+def test_level_bytes_bound_holds_with_parameter_arrays_and_qpyr_codecs(tmp_path, small_photos, policy):
+    """Levels with side arrays (quantization parameters) and qpyr codecs: still <= 1.1x."""
+    url = str(tmp_path / "s.qpyr")
+    qpyr.pack(small_photos, url, policy=policy, levels=3)
+    for level in range(3):
+        st = qpyr.open(url)
+        st.reset_io_stats()
+        got = st.read_batch(st.names, level)
+        io = st.io_stats()
+        assert io["bytes_read"] <= 1.1 * st.manifest["level_summary"][level]["stored_bytes"], (policy, level, io)
+        assert torch.equal(got[3], qpyr.open(url).read(3, level)[level])
+
+
 def test_read_batch_coalesces_neighbouring_items(corpus_store):
     st = qpyr.open(corpus_store)
     names = ["astronaut-0", "chelsea-0", "coffee-0", "rocket-0"]  # packed one after another: adjacent slots
@@ -256,6 +270,27 @@ def test_cuda_reads_match_cpu_reads(tmp_path, small_photos, big_image):
         assert all(t.device.type == "cuda" for t in dec)
 
 
+def test_pinned_staging_only_where_cuda_exists(corpus_store):
+    """pin_memory requests (fetch, payloads, payload batches) pin on a CUDA machine and are
+    no-ops without one (torch cannot pin memory without an accelerator runtime)."""
+    from qpyr.payload import PayloadBatch
+
+    cuda = torch.cuda.is_available()
+    st = qpyr.open(corpus_store)
+    names = ["astronaut-0", "chelsea-0", "coffee-0"]
+    ref = st.read_batch(names, 1)
+    pl = st.fetch_batch(names, 1, pin_memory=True)
+    assert all(p.samples is not None and p.samples.is_pinned() == cuda for p in pl)
+    unpinned = st.fetch_batch(names, 1)
+    assert all(p.pin_memory().samples.is_pinned() == cuda for p in unpinned)  # type: ignore[union-attr]
+    pb = PayloadBatch(unpinned).pin_memory()
+    assert all(torch.equal(a, b) for a, b in zip(pb.decode(), ref, strict=True))
+    assert all(torch.equal(p.decode(), r) for p, r in zip(pl, ref, strict=True))
+    if not cuda:
+        with pytest.raises(InputError, match="cuda.*is_available"):
+            st.read("coffee-0", 1, device="cuda")
+
+
 # ------------------------------------------------------------------------------ errors
 def test_truncated_shard_and_missing_shard_are_format_errors(tmp_path, small_photos):
     url = str(tmp_path / "s.qpyr")
@@ -323,6 +358,16 @@ def test_error_classification():
     assert classify_error(TimeoutError()) == "transient"
     assert classify_error(ConnectionRefusedError()) == "unreachable"
     assert classify_error(ValueError("bad")) == "fatal"
+    # s3fs turns SlowDown / InternalError into bare OSErrors carrying only the server's message
+    import errno
+
+    assert classify_error(OSError(errno.EBUSY, "Please reduce your request rate.")) == "transient"
+    assert classify_error(OSError(errno.EIO, "We encountered an internal error")) == "fatal"
+    cause = Exception("An error occurred (InternalError)")
+    cause.response = {"Error": {"Code": "InternalError"}, "ResponseMetadata": {"HTTPStatusCode": 500}}  # type: ignore[attr-defined]
+    wrapped = OSError(errno.EIO, "We encountered an internal error")
+    wrapped.__cause__ = cause
+    assert classify_error(wrapped) == "transient"
 
 
 def test_local_reads_see_rewritten_objects_and_survive_pickle(tmp_path):

@@ -50,6 +50,8 @@ def test_pack_info_verify_read_unpack_through_the_cli_and_api(s3, small_photos, 
     assert main(["unpack", url, "-o", str(out), "--level", "0", "-q", *_opts(so)]) == 0
     for n, a in small_photos.items():
         assert np.array_equal(imagecodecs.png_decode((out / f"{n}_l0.png").read_bytes()), a)
+    assert main(["demo", "-o", f"{bucket}/demo.qpyr", "--policy", "lossless:codec=zstd", *_opts(so)]) == 0
+    assert len(qpyr.open(f"{bucket}/demo.qpyr", storage_options=so)) == 5
     st = qpyr.open(url, storage_options=so)
     local = qpyr.pack(small_photos, str(tmp_path / "local.qpyr"), levels=2)
     assert sorted(st.names) == sorted(f"{n}.png" for n in small_photos)
@@ -58,7 +60,7 @@ def test_pack_info_verify_read_unpack_through_the_cli_and_api(s3, small_photos, 
             assert torch.equal(t, local.read(n, li, region=(5, 7, 60, 90))[li])
 
 
-def test_reading_a_level_from_s3_fetches_at_most_its_stored_bytes(s3_store):
+def test_reading_a_level_from_s3_fetches_at_most_its_stored_bytes(s3_store, small_photos):
     url, so = s3_store
     st = qpyr.open(url, storage_options=so)
     meta = st.io_stats()
@@ -69,6 +71,15 @@ def test_reading_a_level_from_s3_fetches_at_most_its_stored_bytes(s3_store):
         io = st.io_stats()
         stored = st.manifest["level_summary"][level]["stored_bytes"]
         assert io["bytes_read"] <= 1.1 * stored, (level, io, stored)
+    # a level with quantization-parameter side arrays (per-block scale/zero-point)
+    bucket = url.rsplit("/", 1)[0]
+    blk = qpyr.pack({f"{n}-{k}": np.roll(a, 5 * k, axis=0) for k in range(2) for n, a in small_photos.items()},
+                    f"{bucket}/block.qpyr", policy="int8:granularity=block,block=8", levels=2, storage_options=so)
+    for level in range(2):
+        sb = qpyr.open(blk.url, storage_options=so)
+        sb.reset_io_stats()
+        sb.read_batch(sb.names, level)
+        assert sb.io_stats()["bytes_read"] <= 1.1 * sb.manifest["level_summary"][level]["stored_bytes"]
     st.reset_io_stats()
     st.read("coffee", 1)  # index cached: one ranged GET for the item's chunk
     assert st.io_stats()["requests"] == 1
@@ -89,12 +100,16 @@ def test_dataloader_reads_from_s3_in_forked_workers(s3_store, small_photos):
     assert names == [st.names[i] for i in sd.epoch_order(0)]
 
 
-def test_missing_bucket_bad_credentials_and_unreachable_endpoint_are_clear_errors(s3_store, s3_server, capsys):
+def test_missing_bucket_bad_credentials_and_unreachable_endpoint_are_clear_errors(s3_store, s3_server, capsys,
+                                                                                  tmp_path, small_photos):
     url, so = s3_store
     with pytest.raises(StorageError, match="bucket of 's3://qpyr-does-not-exist/x.qpyr' does not exist"):
         qpyr.open("s3://qpyr-does-not-exist/x.qpyr", storage_options=so)
     assert main(["info", "s3://qpyr-does-not-exist/x.qpyr", *_opts(so)]) == 1
     assert "does not exist" in capsys.readouterr().err
+    np.save(tmp_path / "a.npy", small_photos["coffee"])
+    assert main(["pack", str(tmp_path / "a.npy"), "-o", "s3://qpyr-does-not-exist/x.qpyr", "-q", *_opts(so)]) == 1
+    assert "qpyr pack: error:" in (err := capsys.readouterr().err) and "does not exist" in err
 
     st = qpyr.open(url, storage_options=so)  # opened while credentials were still accepted
     s3_server.require_auth(True)
@@ -103,6 +118,10 @@ def test_missing_bucket_bad_credentials_and_unreachable_endpoint_are_clear_error
         qpyr.open(url, storage_options=bad)
     with pytest.raises(StorageError, match="access denied"):
         st.read("coffee", 2)  # a read in flight when credentials stop working
+    assert main(["verify", url, *_opts(bad)]) == 1
+    assert "access denied" in (err := capsys.readouterr().err) and "Check the credentials" in err
+    assert main(["pack", str(tmp_path / "a.npy"), "-o", url.replace("photos", "new"), "-q", *_opts(bad)]) == 1
+    assert "access denied" in capsys.readouterr().err
     s3_server.require_auth(False)
 
     from s3server import free_port
@@ -113,3 +132,59 @@ def test_missing_bucket_bad_credentials_and_unreachable_endpoint_are_clear_error
     with pytest.raises(StorageError, match="cannot reach endpoint .*127.0.0.1.* Is the endpoint reachable"):
         qpyr.open(url, storage_options=dead)
     assert time.monotonic() - t < 30
+
+
+def test_transient_s3_errors_are_retried_with_backoff(s3_store, s3_server, monkeypatch):
+    """The server itself fails requests (500 InternalError, 503 SlowDown); with botocore and
+    s3fs each trying once, what recovers is qpyr's own retry loop, with exponential backoff."""
+    import types
+
+    import s3fs
+
+    import qpyr.storage as qs
+
+    url, so = s3_store
+    ref = qpyr.open(url, storage_options=so)
+    want = ref.read_batch(ref.names, 1)
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)
+    once = dict(so, config_kwargs={"retries": {"total_max_attempts": 1}})
+    sleeps: list[float] = []
+    monkeypatch.setattr(qs, "time", types.SimpleNamespace(sleep=lambda d: (sleeps.append(d), time.sleep(d))))
+
+    s3_server.fail_next(2, 500, "InternalError")  # the root document's GET fails twice
+    st = qpyr.open(url, storage_options=once)
+    assert s3_server.failures_served == 2 and len(sleeps) == 2
+    assert 0.05 <= sleeps[0] <= 0.1 and 0.1 <= sleeps[1] <= 0.2  # 0.1 s doubling, jittered down to half
+
+    sleeps.clear()
+    s3_server.fail_next(3)  # 503 SlowDown on 3 of the concurrent ranged GETs of one batch
+    got = st.read_batch(st.names, 1)
+    assert s3_server.failures_served == 3 and 1 <= len(sleeps) <= 3
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    io = st.io_stats()
+    assert io["bytes_read"] <= 1.1 * st.manifest["level_summary"][1]["stored_bytes"] + 20_000  # + root, catalog
+
+    sleeps.clear()
+    s3_server.fail_next(1000)  # a persistent failure: 4 retries, then a clear error
+    with pytest.raises(StorageError, match=r"levels/2/.* failed after 5 tries: .*injected by the test server"):
+        st.read("coffee", 2)
+    assert s3_server.failures_served == 5
+    assert len(sleeps) == 4 and all(b / 2 <= d <= b for d, b in zip(sleeps, (0.1, 0.2, 0.4, 0.8), strict=True))
+    s3_server.fail_next(0)
+    assert torch.equal(st.read("coffee", 2)[2], ref.read("coffee", 2)[2])
+
+
+def test_credentials_come_from_the_usual_environment_variables(s3_store, monkeypatch):
+    import s3fs
+
+    url, so = s3_store
+    endpoint_only = {"endpoint_url": so["endpoint_url"]}  # no key/secret: AWS_* variables (set by the server)
+    assert len(qpyr.open(url, storage_options=endpoint_only)) == 5
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/config")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    s3fs.S3FileSystem.clear_instance_cache()
+    with pytest.raises(StorageError, match="Unable to locate credentials.*AWS_ACCESS_KEY_ID"):
+        qpyr.open(url, storage_options=endpoint_only)

@@ -70,6 +70,44 @@ def test_pyramid_dataset_samples(store_url):
         PyramidDataset(store_url, levels=[0], device_decode=True, transform=lambda t: t)
 
 
+def test_a_dataloader_batch_is_fetched_as_one_batch_of_ranges(store_url):
+    ds = PyramidDataset(store_url, levels=[0, 2])
+    ref = qpyr.open(store_url)
+    ref.reset_io_stats()
+    ref.read_batch(range(24), 0)
+    ref.read_batch(range(24), 2)
+    batched = ref.io_stats()["requests"]
+    st = ds.store
+    st.reset_io_stats()
+    got = ds.__getitems__(list(range(-24, 0)))
+    assert st.io_stats()["requests"] == batched  # exactly what one read_batch per level costs
+    st.reset_io_stats()
+    ds.__getitems__(list(range(24)))
+    assert st.io_stats()["requests"] < 2 * 24  # indexes cached; neighbours' chunks coalesced into one range
+    for i, s in enumerate(got):
+        one = ds[i]
+        assert s["name"] == one["name"] and s["index"] == i
+        assert all(torch.equal(s["levels"][li], one["levels"][li]) for li in (0, 2))
+    with pytest.raises(IndexError):
+        ds.__getitems__([0, 24])
+    auto = PyramidDataset(store_url, target_size=30, device_decode=True)
+    for i, s in enumerate(auto.__getitems__(list(range(24)))):
+        (li, p), = s["levels"].items()
+        assert li == ref.pick_level(i, target_size=30) and torch.equal(p.decode(), ref.read(i, li)[li])
+
+
+def test_datasets_fill_pruned_tiles_as_read_does(tmp_path, small_photos):
+    """saliency stores (qpyr.tiles) prune flat tiles to NaN; samples are filled like Store.read."""
+    img = small_photos["coffee"].copy()
+    img[:48, :56] = 200  # a flat corner: pruned at level 0
+    st = qpyr.pack([img, np.roll(img, 4, axis=1)], str(tmp_path / "s.qpyr"), policy="saliency:tile=16,frames=true")
+    for ds in (PyramidDataset(st.url, levels=[0, 1]), StreamingPyramidDataset(st.url, levels=[0, 1], batch_size=2)):
+        for s in (ds.__getitems__([0, 1]) if isinstance(ds, PyramidDataset) else list(ds)):
+            ref = st.read(s["index"], [0, 1])
+            for li in (0, 1):
+                assert not torch.isnan(s["levels"][li]).any() and torch.equal(s["levels"][li], ref[li])
+
+
 def test_distributed_sampler_splits_without_duplicates(store_url):
     ds = PyramidDataset(store_url, levels=[2])
     seen = []
@@ -275,16 +313,34 @@ def test_payload_batches_travel_as_one_tensor_per_group(store_url):
     assert isinstance(stacked, torch.Tensor) and stacked.shape[0] == 4
 
 
-def test_the_documented_five_line_example_runs(store_url, tmp_path):
-    import pathlib
-    import re
+#: The README's DataLoader example, verbatim (also spec/reader.md section 1).
+README_EXAMPLE = """\
+import torch, qpyr.torch, qpyr.collate
+ds = qpyr.torch.PyramidDataset("photos.qpyr", levels=[2])   # or "s3://bucket/photos.qpyr", storage_options={...}
+loader = torch.utils.data.DataLoader(ds, batch_size=32, num_workers=2, collate_fn=qpyr.collate.collate_padded)
+for batch in loader:
+    x, mask = batch["levels"][2], batch["mask"][2]          # Tensor[32, 3, H, W] float32 in [0, 1]; bool [32, H, W]
+"""
 
-    doc = (pathlib.Path(__file__).parent.parent / "spec" / "reader.md").read_text()
-    code = re.search(r"## 1\. DataLoader in five lines\n\n```python\n(.*?)```", doc, re.S).group(1)
-    assert len(code.strip().splitlines()) == 5
-    code = code.replace('"photos.qpyr"', repr(store_url))  # the store has levels 0..2, as photos.qpyr would
-    script = tmp_path / "example.py"
-    script.write_text(code + "\nprint(tuple(x.shape), tuple(mask.shape))\n")
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+
+def test_readme_dataloader_example(tmp_path, small_photos, photos):
+    import pathlib
+
+    assert len(README_EXAMPLE.splitlines()) == 5
+    root = pathlib.Path(__file__).parent.parent
+    assert README_EXAMPLE in (root / "spec" / "reader.md").read_text()
+    readme = (root / "README.md").read_text()
+    if "qpyr.torch.PyramidDataset" in readme:  # once the README shows it, it must be this code
+        assert README_EXAMPLE in readme
+    items = {**small_photos, "wide": np.ascontiguousarray(photos["astronaut"][:64, :200])}  # two sizes: padding
+    qpyr.pack(items, str(tmp_path / "photos.qpyr"), policy="lossless:codec=zstd", levels=3)
+    (tmp_path / "example.py").write_text(README_EXAMPLE)
+    probe = ("import json, runpy; g = runpy.run_path('example.py'); x, m = g['x'], g['mask']; "
+             "print(json.dumps([list(x.shape), list(m.shape), str(x.dtype), int(m.sum()), float(x.min()), float(x.max())]))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().startswith("(")
+    xs, ms, dt, valid, lo, hi = json.loads(out.stdout)
+    hw = qpyr.open(str(tmp_path / "photos.qpyr")).level_shapes(2)
+    h, w = (int(v) for v in hw.max(axis=0))
+    assert xs == [6, 3, h, w] and ms == [6, h, w] and dt == "torch.float32"
+    assert valid == int(hw.prod(axis=1).sum()) and 0.0 <= lo < hi <= 1.0

@@ -1,12 +1,15 @@
 """DataLoader throughput: qpyr vs a Pillow-JPEG ImageFolder and raw .npy files, same photos.
 
-    python tools/bench_loader.py [--items 300] [--workers 2] [--batch 32] [--rounds 3] [--no-s3]
+    python tools/bench_loader.py [--items 300] [--workers 2] [--batch 32] [--rounds 5]
+                                 [--policy SPEC]... [--no-s3]
 
 Data: the five real photos that ship with scikit-image (astronaut, chelsea, coffee, rocket,
 motorcycle), resized to 512x512 with Pillow (Lanczos) and replicated with rolls/flips to
-``--items`` distinct images. The same pixels are stored three ways: a qpyr store (``--policy``,
-default: the library's default), JPEG q90 files written by Pillow (4:2:0), and uint8 ``.npy``
-files. Every loader returns the same thing: ``float32 Tensor[3, H, W]`` in [0, 1] per image
+``--items`` distinct images. The same pixels are stored three ways: a qpyr store per
+``--policy`` (repeatable; default ``lossless:codec=zstd``, the standard-Zarr lossless encoding,
+whose zstd decoding is the fastest qpyr offers; ``--policy default`` adds the library's default
+policy, whose ``qpyr.lossless`` codec trades decode speed for 0.77x PNG bytes), JPEG q90 files
+written by Pillow (4:2:0), and uint8 ``.npy`` files. Every loader returns the same thing: ``float32 Tensor[3, H, W]`` in [0, 1] per image
 (torchvision ``ToTensor`` semantics), batched by the default collate, ``--workers`` workers,
 the same batch size and shuffled order. Throughput is measured over full passes after a
 warm-up pass (files in the page cache, persistent workers started); each round runs one pass of
@@ -21,6 +24,10 @@ scale), the strongest honest peer; the "full-size JPEG" ratio divides by the lev
 S3: the same qpyr store uploaded to a moto S3 server on loopback (separate process), read
 through s3fs: time to first batch (fresh workers, store opened in each worker) and images/s.
 Bytes fetched per level are compared with the level's stored bytes (local and S3).
+
+Each policy also gets a one-process line (ms per image of ``dataset[i]``, no DataLoader): the
+decode cost each loader pays per image, which the DataLoader ratios dilute with the costs all
+loaders share (collation of float32 batches into shared memory, transfer to the main process).
 
 torch runs with 1 intra-op thread in every process (DataLoader workers do this by default).
 """
@@ -193,6 +200,16 @@ def bench_s3(local_store: str, args: argparse.Namespace) -> None:
         url = "s3://bench/store.qpyr"
         st = qpyr.open(url, storage_options=so)
         print(f"\nS3 (moto server on loopback, separate process; s3fs; {args.workers} workers, batch {args.batch})")
+        # the server's own capacity: a shuffled batch costs about one ranged GET per image
+        shard = max(fs.find("bench/store.qpyr/levels/2"), key=lambda k: fs.size(k))
+        fs.cat_ranges([shard] * 8, [0] * 8, [1000] * 8)
+        best = float("inf")
+        for _ in range(3):
+            t = time.perf_counter()
+            fs.cat_ranges([shard] * 64, [i * 40_000 for i in range(64)], [i * 40_000 + 40_000 for i in range(64)])
+            best = min(best, time.perf_counter() - t)
+        print(f"  for scale: the server alone answers ~{64 / best:.0f} ranged GETs/s of 40 kB (64 concurrent from "
+              "one s3fs client); a shuffled batch costs ~one GET per image")
         for level in (0, 2):
             fetched, stored, reqs = level_bytes_check(st, level)
             print(f"  level {level}: bytes fetched for the whole level {fetched:,} / stored {stored:,} = "
@@ -202,20 +219,104 @@ def bench_s3(local_store: str, args: argparse.Namespace) -> None:
             ld = make_loader(ds, args, persistent=False)
             t = time.perf_counter()
             it = iter(ld)
-            next(it)
+            n = len(next(it)["name"])
             ttfb = time.perf_counter() - t
-            n = args.batch
+            rest = 0
             for b in it:
-                n += len(b["name"])
+                rest += len(b["name"])
             dt = time.perf_counter() - t
+            steady = rest / (dt - ttfb) if rest else float("nan")
             print(f"  level {level}: time to first batch {ttfb:.2f} s (fresh workers, store opened in each); "
-                  f"{n / dt:.0f} img/s over one pass incl. startup")
+                  f"{steady:.0f} img/s after it, {(n + rest) / dt:.0f} img/s over the pass incl. startup")
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
 
 # ---------------------------------------------------------------------------------- main
+DEFAULT_POLICIES = ("lossless:codec=zstd",)
+
+
+def per_item_ms(ds: Any, n: int) -> float:
+    """Median over 3 passes of the time per item of ``ds[i]`` in this process (no DataLoader)."""
+    ds[0]
+    times = []
+    for _ in range(3):
+        t = time.perf_counter()
+        for i in range(n):
+            ds[i]
+        times.append((time.perf_counter() - t) / n * 1e3)
+    return statistics.median(times)
+
+
+def bench_policy(policy: str, items: dict[str, np.ndarray], jpgs: list[str], npys: list[str], url: str,
+                 args: argparse.Namespace) -> qpyr.Store:
+    t = time.perf_counter()
+    store = qpyr.pack(items, url, policy=policy, overwrite=True)
+    pack_s = time.perf_counter() - t
+    L = args.coarse
+    cs = args.side >> L
+    jpeg_bytes = sum(os.path.getsize(j) for j in jpgs)
+    summ = store.manifest["level_summary"]
+    codecs = sorted({e["codec"]["name"] for e in store.manifest["encodings"].values()})
+    print(f"\n=== qpyr policy {store.manifest['policy']!r} (codecs {', '.join(codecs)}): "
+          f"level 0 {summ[0]['stored_bytes'] / args.items / 1e3:.0f} kB/img, level {L} "
+          f"{summ[L]['stored_bytes'] / args.items / 1e3:.1f} kB/img, packed in {pack_s:.1f} s; "
+          f"JPEG q90 {jpeg_bytes / args.items / 1e3:.0f} kB/img")
+    qds = qpyr.torch.PyramidDataset
+    n1 = min(60, args.items)
+    cost = {"qpyr L0": per_item_ms(qds(url, levels=[0]), n1), "jpeg": per_item_ms(JpegFolder(jpgs), n1),
+            "npy": per_item_ms(NpyFolder(npys), n1), f"qpyr L{L}": per_item_ms(qds(url, levels=[L]), n1),
+            "jpeg draft": per_item_ms(JpegFolder(jpgs, draft=cs), n1)}
+    print("  one process, no DataLoader (ms per image, float32 out): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in cost.items()))
+    modes = {
+        "float32 [0, 1] made in the workers (ToTensor)": lambda: {
+            "qpyr L0": make_loader(qds(url, levels=[0]), args),
+            "jpeg": make_loader(JpegFolder(jpgs), args),
+            "npy": make_loader(NpyFolder(npys), args),
+            f"qpyr L{L}": make_loader(qds(url, levels=[L]), args),
+            "jpeg draft": make_loader(JpegFolder(jpgs, draft=cs), args),
+        },
+        "uint8 out of the workers (device-side decode: qpyr payloads, peers' uint8 pixels)": lambda: {
+            "qpyr L0": make_loader(qds(url, levels=[0], device_decode=True), args, collate=collate_list),
+            "jpeg": make_loader(JpegFolder(jpgs, uint8=True), args),
+            "npy": make_loader(NpyFolder(npys, uint8=True), args),
+            f"qpyr L{L}": make_loader(qds(url, levels=[L], device_decode=True), args, collate=collate_list),
+            "jpeg draft": make_loader(JpegFolder(jpgs, draft=cs, uint8=True), args),
+        },
+    }
+    for mode, build in modes.items():
+        loaders = build()
+        rates = measure(loaders, args.rounds)
+        print(f"\n[{mode}]")
+        print(f"  {'loader':<40}{'img/s (median)':>16}")
+        rows = [(f"qpyr level 0 ({args.side}x{args.side})", "qpyr L0"),
+                (f"Pillow JPEG q90 ImageFolder ({args.side}x{args.side})", "jpeg"),
+                (f"raw .npy ({args.side}x{args.side})", "npy"), (f"qpyr level {L} ({cs}x{cs})", f"qpyr L{L}"),
+                (f"Pillow JPEG draft 1/{1 << L} ({cs}x{cs})", "jpeg draft")]
+        for label, k in rows:
+            print(f"  {label:<40}{statistics.median(rates[k]):>16.0f}")
+        checks = [
+            ("qpyr L0 / JPEG ImageFolder", "qpyr L0", "jpeg", 1.5),
+            ("qpyr L0 / raw .npy", "qpyr L0", "npy", None),
+            (f"qpyr L{L} / full-size JPEG decoding", f"qpyr L{L}", "jpeg", 5.0),
+            (f"qpyr L{L} / JPEG draft-mode decoding", f"qpyr L{L}", "jpeg draft", 1.5),
+        ]
+        print(f"  {'ratio (per-round median [min, max])':<40}")
+        for label, a, b, target in checks:
+            med, lo, hi = ratio(rates, a, b)
+            verdict = "" if target is None else f"  target >= {target}: {'MET' if med >= target else 'MISSED'}"
+            print(f"  {label:<40}{med:>7.2f}x [{lo:.2f}, {hi:.2f}]{verdict}")
+        del loaders
+    print("\n  local store")
+    for level in (0, L):
+        fetched, stored, reqs = level_bytes_check(store, level)
+        print(f"    level {level}: bytes fetched for the whole level {fetched:,} / stored {stored:,} = "
+              f"{fetched / stored:.3f} (target <= 1.1), {reqs} requests")
+    return store
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--items", type=int, default=300)
@@ -223,16 +324,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--policy", default=None, help="qpyr policy (default: the library default)")
+    p.add_argument("--policy", action="append", default=None, metavar="SPEC",
+                   help=f"qpyr policy to measure (repeatable; default {', '.join(DEFAULT_POLICIES)}; "
+                        "'default' = the library's default policy)")
     p.add_argument("--coarse", type=int, default=2, help="coarse level (default 2 = 1/4 per side)")
     p.add_argument("--no-s3", action="store_true")
     p.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed after)")
     args = p.parse_args(argv)
+    policies = [None if x == "default" else x for x in (args.policy or DEFAULT_POLICIES)]
     torch.set_num_threads(1)
     work = args.dir or tempfile.mkdtemp(prefix="qpyr-bench-loader-")
     try:
         items = corpus(args.items, args.side)
-        jpg_dir, npy_dir, url = os.path.join(work, "jpeg"), os.path.join(work, "npy"), os.path.join(work, "store.qpyr")
+        jpg_dir, npy_dir = os.path.join(work, "jpeg"), os.path.join(work, "npy")
         os.makedirs(jpg_dir, exist_ok=True)
         os.makedirs(npy_dir, exist_ok=True)
         jpgs, npys = [], []
@@ -242,65 +346,16 @@ def main(argv: list[str] | None = None) -> int:
             np.save(npp, a)
             jpgs.append(jp)
             npys.append(npp)
-        t = time.perf_counter()
-        store = qpyr.pack(items, url, policy=args.policy, overwrite=True)
-        pack_s = time.perf_counter() - t
-        L = args.coarse
-        cs = args.side >> L
-        jpeg_bytes = sum(os.path.getsize(j) for j in jpgs)
-        summ = store.manifest["level_summary"]
         print(f"{args.items} images {args.side}x{args.side} (5 scikit-image photos, rolled/flipped); "
               f"{args.workers} workers, batch {args.batch}, torch threads 1, {os.cpu_count()} CPUs; "
               f"{args.rounds} rounds of interleaved passes")
-        print(f"qpyr policy {store.manifest['policy']!r}: level 0 {summ[0]['stored_bytes'] / args.items / 1e3:.0f} kB/img, "
-              f"level {L} {summ[L]['stored_bytes'] / args.items / 1e3:.1f} kB/img, packed in {pack_s:.1f} s; "
-              f"JPEG q90 {jpeg_bytes / args.items / 1e3:.0f} kB/img")
-        qds = qpyr.torch.PyramidDataset
-        modes = {
-            "float32 [0, 1] made in the workers (ToTensor)": lambda: {
-                "qpyr L0": make_loader(qds(url, levels=[0]), args),
-                "jpeg": make_loader(JpegFolder(jpgs), args),
-                "npy": make_loader(NpyFolder(npys), args),
-                f"qpyr L{L}": make_loader(qds(url, levels=[L]), args),
-                "jpeg draft": make_loader(JpegFolder(jpgs, draft=cs), args),
-            },
-            "uint8 out of the workers (device-side decode: qpyr payloads, peers' uint8 pixels)": lambda: {
-                "qpyr L0": make_loader(qds(url, levels=[0], device_decode=True), args, collate=collate_list),
-                "jpeg": make_loader(JpegFolder(jpgs, uint8=True), args),
-                "npy": make_loader(NpyFolder(npys, uint8=True), args),
-                f"qpyr L{L}": make_loader(qds(url, levels=[L], device_decode=True), args, collate=collate_list),
-                "jpeg draft": make_loader(JpegFolder(jpgs, draft=cs, uint8=True), args),
-            },
-        }
-        for mode, build in modes.items():
-            loaders = build()
-            rates = measure(loaders, args.rounds)
-            print(f"\n[{mode}]")
-            print(f"  {'loader':<40}{'img/s (median)':>16}")
-            rows = [("qpyr level 0 (512x512)", "qpyr L0"), ("Pillow JPEG q90 ImageFolder (512x512)", "jpeg"),
-                    ("raw .npy (512x512)", "npy"), (f"qpyr level {L} ({cs}x{cs})", f"qpyr L{L}"),
-                    (f"Pillow JPEG draft 1/{1 << L} ({cs}x{cs})", "jpeg draft")]
-            for label, k in rows:
-                print(f"  {label:<40}{statistics.median(rates[k]):>16.0f}")
-            checks = [
-                ("qpyr L0 / JPEG ImageFolder", "qpyr L0", "jpeg", 1.5),
-                ("qpyr L0 / raw .npy", "qpyr L0", "npy", None),
-                (f"qpyr L{L} / full-size JPEG decoding", f"qpyr L{L}", "jpeg", 5.0),
-                (f"qpyr L{L} / JPEG draft-mode decoding", f"qpyr L{L}", "jpeg draft", 1.5),
-            ]
-            print(f"  {'ratio (per-round median [min, max])':<40}")
-            for label, a, b, target in checks:
-                med, lo, hi = ratio(rates, a, b)
-                verdict = "" if target is None else f"  target >= {target}: {'MET' if med >= target else 'MISSED'}"
-                print(f"  {label:<40}{med:>7.2f}x [{lo:.2f}, {hi:.2f}]{verdict}")
-            del loaders
-        print("\nlocal store")
-        for level in (0, L):
-            fetched, stored, reqs = level_bytes_check(store, level)
-            print(f"  level {level}: bytes fetched for the whole level {fetched:,} / stored {stored:,} = "
-                  f"{fetched / stored:.3f} (target <= 1.1), {reqs} requests")
+        urls = []
+        for j, policy in enumerate(policies):
+            url = os.path.join(work, f"store{j}.qpyr")
+            bench_policy(policy, items, jpgs, npys, url, args)  # type: ignore[arg-type]
+            urls.append(url)
         if not args.no_s3:
-            bench_s3(url, args)
+            bench_s3(urls[0], args)
     finally:
         if args.dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -117,3 +117,16 @@ def test_dct_table_family_parses_records_and_round_trips() -> None:
     assert parse_policy("quality:ssim=0.9,tables=annexk").family == "annexk"
     with pytest.raises(PolicyError, match="tables=annexk"):
         parse_policy("dct:tables=flat")
+
+
+def test_dct_entropy_mode_is_a_policy_parameter() -> None:
+    from qpyr.errors import PolicyError
+
+    x = np.random.default_rng(0).integers(0, 256, (3, 24, 24), dtype=np.uint8)
+    enc = parse_policy("dct:quality=80,entropy=fast").plan([x], np.dtype(np.uint8))[0]
+    assert enc.label == "dct-q80-420-fast"
+    lv = build_pyramid(x, levels=2)
+    picked = parse_policy("quality:ssim=0.9,entropy=fast").plan(lv, np.dtype(np.uint8))
+    assert all(e.label.endswith("-ssim-fast") or e.label.startswith("lossless") for e in picked)
+    with pytest.raises(PolicyError, match="entropy=ctx"):
+        parse_policy("quality:ssim=0.9,entropy=zip")

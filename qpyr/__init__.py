@@ -92,6 +92,10 @@ def __getattr__(name: str) -> Any:
         from .store import Store
 
         return Store
+    if name == "estimate":  # the callable package qpyr.estimate: qpyr.estimate(...) is the estimator
+        import importlib
+
+        return importlib.import_module(".estimate", __name__)
     raise AttributeError(f"module 'qpyr' has no attribute {name!r}")
 
 

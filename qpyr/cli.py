@@ -48,22 +48,14 @@ def _progress(args: argparse.Namespace) -> bool:
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
-def _read_list(path: str) -> list[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
-    except OSError as e:
-        from .errors import InputNotFoundError
-
-        raise InputNotFoundError(f"Cannot read --from-list file {path!r}: {e.strerror}.") from e
-
-
 def _cmd_pack(args: argparse.Namespace) -> int:
     from . import pack
 
     inputs: list[Any] = list(args.inputs)
-    if args.from_list:
-        inputs += _read_list(args.from_list)
+    if args.from_list:  # streamed while packing, entries named by their paths (spec/scale.md §1)
+        from .inputs import FileList
+
+        inputs.append(FileList(args.from_list))
     if not inputs:
         raise QpyrError("No inputs: give image files, directories, globs, URLs or --from-list FILE.")
     client = None
@@ -160,7 +152,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for name in SAMPLE_PHOTOS:
         img = skd.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skd, name)()
         photos[f"{name}.png"] = np.asarray(img)
-    store = pack(photos, args.output, policy=args.policy, overwrite=True, progress=_progress(args))
+    store = pack(photos, args.output, policy=args.policy, overwrite=True, progress=_progress(args),
+                 storage_options=_storage_options(args.storage_option))
     print(render_info(info_dict(store)))
     return 0
 
@@ -232,12 +225,12 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=_cmd_demo)
 
-    try:
-        from .estimate import cli as est_cli
+    from .estimate import cli as est_cli
 
-        est_cli.add_parser(sub)
-    except (ImportError, AttributeError):
-        pass
+    est_cli.add_parser(sub)
+    from . import plan_cli
+
+    plan_cli.add_parser(sub)
     return p
 
 

@@ -69,10 +69,25 @@ def to_source_array(t: torch.Tensor, source_dtype: str) -> np.ndarray:
     if dt.kind in "iub":
         vs = value_scale_for(dt)
         info = np.iinfo(dt) if dt.kind != "b" else np.iinfo(np.uint8)
-        a = np.clip(np.rint(a / vs), info.min, info.max).astype(dt if dt.kind != "b" else np.uint8)
+        # float64 rounds the bounds of 64-bit types outward (2**63 - 1 -> 2**63) and a value
+        # past the bound wraps in the cast: saturate at the largest float inside the range
+        lo, hi = (float(x) for x in (info.min, info.max))
+        lo = lo if int(lo) >= info.min else float(np.nextafter(lo, 0.0))
+        hi = hi if int(hi) <= info.max else float(np.nextafter(hi, 0.0))
+        a = np.clip(np.rint(a / vs), lo, hi).astype(dt if dt.kind != "b" else np.uint8)
     else:
         a = a.astype(np.float32)
     return np.moveaxis(a, 0, -1)
+
+
+def _level_array(store: Store, name: str, li: int, src: str) -> np.ndarray:
+    """One level as ``[H, W, C]`` in the source dtype. 32/64-bit integer levels stored
+    losslessly are written from their stored values (float32 decoding cannot hold them)."""
+    if np.dtype(src).kind in "iu" and np.dtype(src).itemsize >= 4:
+        raw = store.read(name, [li], dequantize=False)[li]
+        if raw.stored_type == "source" and str(raw.values.dtype).removeprefix("torch.") == src:
+            return np.moveaxis(raw.values.cpu().numpy(), 0, -1)
+    return to_source_array(store.read(name, [li])[li], src)
 
 
 def _write(path: str, arr: np.ndarray, fmt: str) -> None:
@@ -133,8 +148,7 @@ def unpack(
                 stem = f"{base}.{j}"
         used.add(stem.lower())
         for li in want:
-            t = store.read(name, [li])[li]
-            arr = to_source_array(t, src)
+            arr = _level_array(store, name, li, src)
             path = os.path.realpath(os.path.join(root, f"{stem}_l{li}.{ext}"))
             if os.path.commonpath([root, path]) != root:
                 raise InputError(f"Item name {name!r} maps outside the output directory; refusing to write it.")

@@ -251,7 +251,7 @@ def _int_in(d: Any, key: str, lo: int, hi: int, where: str) -> int:
 _MANIFEST_FIELDS = {
     "format_version", "writer", "generation", "items", "levels", "policy", "filter", "tasks",
     "slots_per_task", "encodings", "buckets", "level_summary", "catalog", "total_bytes",
-    "created", "optional",
+    "created", "optional", "plan",
 }
 _BUCKET_FIELDS = {"path", "level", "encoding", "channels", "height", "width", "packed",
                   "slots_per_task", "slots", "dtype", "stored_bytes", "params_shape"}
@@ -396,6 +396,10 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
     if cat.get("dtypes", DTYPE_CODES) != DTYPE_CODES:
         raise FormatError(f"{where}.catalog.dtypes: expected exactly {DTYPE_CODES} in format 1.x.")
     _validate_level_summary(m, encs, where)
+    if "plan" in m:  # optional (format 1.1, issue #7): what the policy decided
+        from .plan import validate_plan
+
+        validate_plan(m["plan"], where)
     if catalog_nbytes(m) > LIMITS["max_catalog_bytes"]:
         raise FormatError(f"{where}: a catalog of {m['items']} items and {m['levels']} levels needs "
                           f"{catalog_nbytes(m)} bytes, over the limit max_catalog_bytes = {LIMITS['max_catalog_bytes']}.")

@@ -359,8 +359,8 @@ def check_array(
             f"{where}: {h} x {w} = {h * w} pixels exceeds the limit of {pixel_limit} "
             "(raise it with --max-pixels / pixel_limit= if the image is trusted)."
         )
-    if a.dtype == np.bool_:
-        a = a.astype(np.uint8)
+    if a.dtype == np.bool_:  # a mask: False/True are 0.0/1.0, stored as 8-bit 0/255
+        a = a.astype(np.uint8) * np.uint8(255)
     if a.dtype.kind == "f":
         finite = np.isfinite(a)
         if not finite.all():

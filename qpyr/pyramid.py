@@ -128,6 +128,13 @@ def build_pyramid(
         info = np.iinfo(image.dtype) if image.dtype != np.bool_ else None
         lo = float(info.min) if info else 0.0
         hi = float(info.max) if info else 1.0
+        # float32 rounds the bounds of 32/64-bit types outward (2**63 - 1 -> 2**63), and a
+        # value past the bound wraps when stored in the source type: clip to the largest
+        # float32 inside the range instead.
+        if info is not None:
+            f_lo, f_hi = np.float32(info.min), np.float32(info.max)  # compared as exact integers
+            lo = float(f_lo if int(f_lo) >= info.min else np.nextafter(f_lo, np.float32(0)))
+            hi = float(f_hi if int(f_hi) <= info.max else np.nextafter(f_hi, np.float32(0)))
     out: list[np.ndarray] = [image]
     cur = image.astype(np.float32)
     for _ in range(1, n):

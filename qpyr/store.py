@@ -74,6 +74,11 @@ class _CatalogChunkMissing(FormatError):
     """A catalog chunk of the generation named by the root read is gone (maybe replaced)."""
 
 
+#: An encoded chunk is at most this many times its raw size (+ 64 KiB): zstd and blosc add
+#: < 1 %, JPEG-LS on noise < 5x (the lossless codec's own output bound), DCT entropy coding < 2x.
+_CHUNK_EXPANSION = 8
+
+
 class _Bucket:
     def __init__(self, d: dict[str, Any], enc: Encoding):
         self.spec = BucketSpec.from_dict(d)
@@ -90,6 +95,9 @@ class _Bucket:
         self.k, self.ny, self.nx = s.chunks_per_shard
         self.n_inner = self.k * self.ny * self.nx
         self.index_nbytes = index_nbytes(self.n_inner)
+        # Largest byte range one chunk may claim (spec/scale.md §9), checked before it is
+        # fetched: a hostile shard index must not make the reader allocate gigabytes.
+        self.max_chunk_nbytes = _CHUNK_EXPANSION * s.channels * self.th * self.tws * self.dtype.itemsize + 2**16
         self.data_prefix = f"{s.path}/data/c/"
         self.chunk_shape = (1, s.channels, self.th, self.tws)
         self.torch_dtype = torch_dtype(self.dtype)
@@ -516,6 +524,9 @@ class Store:
                 off, nb = idx_of[key][inner]
                 if off == _MISSING:
                     raise FormatError(f"{self._where(r)}: chunk ({ty}, {tx}) is missing from shard {key}.")
+                if nb > r.b.max_chunk_nbytes:
+                    raise FormatError(f"{self._where(r)}: chunk ({ty}, {tx}) of shard {key} claims {nb} bytes; a chunk "
+                                      f"of this bucket holds at most {r.b.max_chunk_nbytes} (corrupt shard index).")
                 by_shard.setdefault(key, []).append((off, nb, ri, ci))
         keys: list[str] = []
         starts: list[int] = []

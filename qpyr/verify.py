@@ -83,8 +83,17 @@ def verify(store: Store, *, decode: bool = False, on_progress: Callable[[int], N
     the manifest; every shard index and chunk crc32c; that every item has every chunk of its
     extent and its quantization parameters; that no two items share a slot. ``on_progress``
     is called with 1 per shard checked. ``decode=True`` also decodes every level of every item.
+    A ``store`` opened before an append that has since committed is verified as the store is
+    now (a warning names both generations).
     """
+    stale = _newer_snapshot(store)
+    if stale is not None:
+        old_gen = store.manifest["generation"]
+        store = stale
     rep = VerifyReport(items=len(store))
+    if stale is not None:
+        rep.warnings.append(f"the store was appended to after it was opened (generation {old_gen}); verified the "
+                            f"current snapshot, generation {store.manifest['generation']}")
     ck = _Checker(store, rep)
     os_ = store._os
     m = store.manifest
@@ -130,6 +139,25 @@ def verify(store: Store, *, decode: bool = False, on_progress: Callable[[int], N
         _decode_all(ck)
     ck.finish()
     return rep
+
+
+def _newer_snapshot(store: Store) -> Store | None:
+    """The store as committed now, if a commit replaced the root since ``store`` was opened.
+
+    The objects are checked against one listing of the store as it is: an open snapshot of an
+    older generation would count the appended objects as unexpected.
+    """
+    from .storage import ObjectStore
+
+    try:
+        # a fresh connection: the open store's cached file handles still see replaced objects
+        os_ = ObjectStore(store._os.url, store._os.storage_options)
+        m = Store._manifest(os_, Store._read_root(os_))
+        if m["generation"] == store.manifest["generation"]:
+            return None
+        return Store._open(os_)
+    except QpyrError:  # no (readable) root now: verify the snapshot, which reports what is missing
+        return None
 
 
 def _check_bucket(ck: _Checker, bi: int, bd: dict[str, Any], objects: dict[str, int], busy: bool,

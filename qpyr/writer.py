@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 
 from . import format as fmt
-from ._version import FORMAT_VERSION, __version__
+from . import plan as plan_mod
+from ._version import FORMAT_VERSION, FORMAT_VERSION_PLAN, __version__
 from .encode import EncodedLevel, encode_level
 from .encoding import Encoding
 from .errors import FormatError, InputError, InputNotFoundError, QpyrError, StorageError, StoreExistsError
@@ -68,6 +69,9 @@ class PackOptions:
     #: quality floors: "X" (every level) or "L:X" (level L), see policy.parse_floors
     min_ssim: tuple[str, ...] = ()
     min_psnr: tuple[str, ...] = ()
+    #: ``(path, slots_per_task)`` of existing buckets (an append) created with another
+    #: ``slots_per_task``: their geometry (items per shard, task slot ranges) is fixed
+    bucket_slots: tuple[tuple[str, int], ...] = ()
 
     def make_policy(self) -> Any:
         """The policy with the floors applied."""
@@ -80,6 +84,8 @@ class PackOptions:
             raise InputError(f"Expected nonfinite 'error' or 'replace'. Got {self.nonfinite!r}.")
         if not 1 <= self.slots_per_task <= 2**20:
             raise InputError(f"Expected slots_per_task in 1..{2**20}. Got {self.slots_per_task}.")
+        if any(not 1 <= s <= 2**20 for _, s in self.bucket_slots):
+            raise InputError(f"Expected bucket slots_per_task in 1..{2**20}. Got {self.bucket_slots}.")
         if self.pixel_limit < 1:
             raise InputError(f"Expected a positive pixel limit. Got {self.pixel_limit}.")
         Filter(self.filter)
@@ -150,7 +156,10 @@ def pack_task(
     """
     ostore = ObjectStore(url, storage_options)
     policy = options.make_policy()
+    fixed = dict(options.bucket_slots)
     accs: dict[str, _BucketAcc] = {}
+    prev_levels: list[np.ndarray] | None = None
+    plan_stats: dict[str, Any] = {}
     encodings: dict[str, Any] = {}
     items: list[dict[str, Any]] = []
     for ref in refs:
@@ -158,7 +167,9 @@ def pack_task(
         src_dt = arr.dtype
         levels = build_pyramid(arr, options.levels, filter=options.filter, min_side=options.min_side)
         if hasattr(policy, "plan_encoded"):
-            encoded = policy.plan_encoded(levels, src_dt, slots_per_task=options.slots_per_task)
+            # side information: the previous item's levels (frame sequences, issue #7)
+            kw = {"previous": prev_levels} if getattr(policy, "uses_previous", False) else {}
+            encoded = policy.plan_encoded(levels, src_dt, slots_per_task=options.slots_per_task, **kw)
         else:
             encoded = [encode_level(lv, src_dt, enc, li=li, slots_per_task=options.slots_per_task,
                                     quality=options.measure_quality)
@@ -172,9 +183,15 @@ def pack_task(
                                  "exceeds what readers accept (format.LIMITS max_side / max_slot_samples).")
             acc = accs.get(spec.path)
             if acc is None:
+                if spec.path in fixed:  # an existing bucket of the store keeps its own geometry
+                    spec = replace(spec, slots_per_task=fixed[spec.path])
                 pshape = enc.quantizer.param_shape(spec.channels, spec.height, spec.width)
                 acc = accs[spec.path] = _BucketAcc(spec, enc, np.dtype(spec.dtype), pshape)
                 encodings[enc.id] = enc.to_dict()
+            spec = acc.spec
+            if acc.count >= spec.task_slots:  # never spill into the next task's slots
+                raise FormatError(f"Task {task} has more items for {spec.path} than the {spec.task_slots} slots it "
+                                  "owns there (slots_per_task larger than the bucket's).")
             slot = task * spec.task_slots + acc.count
             acc.count += 1
             acc.add(slot, e)
@@ -185,6 +202,8 @@ def pack_task(
                 "psnr": fmt.json_float(e.psnr), "ssim": fmt.json_float(e.ssim), "decision": e.decision,
             })
         items.append(rec)
+        plan_mod.accumulate(plan_stats, encoded)
+        prev_levels = levels
         if on_item is not None:
             on_item(ref.name)
     objects: dict[str, int] = {}
@@ -195,7 +214,8 @@ def pack_task(
         d = acc.spec.to_dict()
         d["params_shape"] = list(acc.pshape) if acc.pshape is not None else None
         buckets[path] = d
-    receipt = {"task": task, "items": items, "buckets": buckets, "encodings": encodings, "objects": objects}
+    receipt = {"task": task, "items": items, "buckets": buckets, "encodings": encodings, "objects": objects,
+               "plan_stats": plan_stats}
     ostore.write(receipt_key(task), json.dumps(receipt, allow_nan=False).encode())
     return receipt
 
@@ -432,7 +452,9 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
             buckets[b["path"]] = {k: v for k, v in b.items() if k not in ("slots", "stored_bytes")}
             slots[b["path"]] = b["slots"]
     # pass 1 over receipts: the bucket table (its sorted order is the catalog's bucket index)
-    for r in _iter_receipts(ostore, task_range, fields=("buckets", "encodings")):
+    plan_stats: dict[str, Any] = plan_mod.merge(pm.get("plan") if pm else None, None)
+    for r in _iter_receipts(ostore, task_range, fields=("buckets", "encodings", "plan_stats")):
+        plan_stats = plan_mod.merge(plan_stats, r["plan_stats"])
         encodings.update(r["encodings"])
         for path, b in r["buckets"].items():
             old = buckets.get(path)
@@ -530,6 +552,11 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
         "catalog": {"chunk_rows": rows, "name_bytes": cw.name_bytes, "dtypes": fmt.DTYPE_CODES},
         "total_bytes": 0,
     }
+    plan = plan_mod.build_plan(options.make_policy(), plan_stats)
+    if plan is not None:  # optional field (format 1.1): 1.0 readers ignore it
+        manifest["plan"] = plan
+        manifest["optional"] = ["plan"]
+        manifest["format_version"] = FORMAT_VERSION_PLAN
     doc = b""
     for _ in range(3):  # the root document counts itself; iterate to a fixed point
         manifest["total_bytes"] = total + len(doc)
@@ -552,7 +579,7 @@ def _iter_receipts(ostore: ObjectStore, task_range: range, fields: tuple[str, ..
                               "(the task did not finish).") from None
         for t, raw in zip(ts, blobs, strict=True):
             r = json.loads(raw)
-            yield {"task": t, **{f: r[f] for f in fields}}
+            yield {"task": t, **{f: r.get(f) for f in fields}}
 
 
 def _finish(ostore: ObjectStore, manifest: dict[str, Any]) -> None:
@@ -832,7 +859,10 @@ def _run_tasks(url: str, ostore: ObjectStore, todo: list[int], listing: _Listing
     from distributed import as_completed
 
     workers = max(1, sum(client.nthreads().values()))
-    limit = 2 * workers  # bounded in flight: the driver never holds more than this many tasks' inputs
+    # One task per worker thread in flight: the driver holds at most this many tasks' inputs,
+    # and no task waits in a busy worker's queue while another worker idles (with two per
+    # thread, Dask sometimes gave one of two workers three of four tasks: 1.6 s vs 4.2 s).
+    limit = workers
     pending = iter(todo)
     nonce = uuid.uuid4().hex[:8]
     ac = as_completed()
@@ -888,8 +918,8 @@ def run_pack(
     ``append=True`` adds the inputs after the store's items (new tasks and shard rows only;
     no existing object is rewritten, readers keep their snapshot). A failed append (bad input)
     is rolled back; ``append=True, overwrite=True`` abandons an unfinished append of other
-    inputs. ``client``: a ``distributed.Client``; tasks run on its workers, at most two per
-    worker thread in flight.
+    inputs. ``client``: a ``distributed.Client``; tasks run on its workers, one per worker
+    thread in flight.
     """
     options.make_policy()  # fail fast on a bad policy, before touching storage
     ostore = ObjectStore(url, storage_options)
@@ -910,7 +940,13 @@ def run_pack(
             Store._open(ostore)  # raises the reason the store cannot be opened
         previous = root
         if previous is not None:
-            options = replace(options, slots_per_task=int(previous.manifest["slots_per_task"]))
+            # The store's geometry wins over the call's slots_per_task: existing buckets keep
+            # their own (it fixes their items per shard and task slot ranges, format.md §8.3),
+            # and no task may hold more items than the slots it owns in any of them.
+            own = {bd["path"]: int(bd["slots_per_task"]) for bd in previous.manifest["buckets"]}
+            spt = min([int(previous.manifest["slots_per_task"]), *own.values()])
+            options = replace(options, slots_per_task=spt,
+                              bucket_slots=tuple(sorted((p, s) for p, s in own.items() if s != spt)))
     if journal is None and finished_fp is None:
         if not append and has_root and not overwrite:
             raise StoreExistsError(f"{url!r} already holds a qpyr store; pass --overwrite (overwrite=True) to replace it.")

@@ -320,3 +320,28 @@ def test_safe_relpath_is_always_inside(name):
     assert all(p.split(".")[0].strip().lower() not in ("con", "nul", "aux", "prn") for p in parts)
     root = "/tmp/root"
     assert os.path.commonpath([root, os.path.normpath(os.path.join(root, rel))]) == root
+
+
+def test_shard_index_claiming_a_huge_chunk_is_refused_before_reading(work):
+    """Found by the fuzzer (150 examples): an index entry of 16 GB at a valid offset made the
+    reader allocate 16 GB for the byte range. A chunk's range is now bounded by its raw size
+    before anything is fetched."""
+    url = work("lossless")
+    m = _root(url)["attributes"]["qpyr"]
+    shard = _shards(url)[-1]
+    b = next(b for b in m["buckets"] if shard.as_posix().split("/data/c/")[0].endswith(b["path"]))
+    n = BucketSpec.from_dict(b).n_inner
+    raw = shard.read_bytes()
+    idx = np.frombuffer(raw[-index_nbytes(n):-4], "<u8").reshape(n, 2).copy()
+    j = int(np.nonzero(idx[:, 0] != 2**64 - 1)[0][0])
+    idx[j] = (int(idx[j, 0]), 16_256_153_468)
+    shard.write_bytes(raw[:-index_nbytes(n)] + add_crc(idx.astype("<u8").tobytes()))
+    _exercise(url)  # within the 64 MiB budget
+    s = qpyr.open(str(url))
+    errors = []
+    for name in s.names:
+        try:
+            s.read(name)
+        except FormatError as e:
+            errors.append(str(e))
+    assert any("claims 16256153468 bytes" in e for e in errors)

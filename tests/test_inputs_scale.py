@@ -181,3 +181,72 @@ def test_names_are_stable_across_runs_and_sources(tree, tmp_path):
     with pytest.raises(InputError, match="Duplicate item name 'a.png'"):
         qpyr.pack([str(tree / "a.png"), str(tree / "a.png")], str(tmp_path / "c.qpyr"))
     assert not (tmp_path / "c.qpyr").exists() or not any((tmp_path / "c.qpyr").iterdir())
+
+
+# ------------------------------------------------------------------------------ sample types
+def test_bool_inputs_normalize_to_0_and_1(tmp_path):
+    """``True`` reads as 1.0 at level 0 (not 1/255), coarse levels hold the fraction of
+    ``True`` pixels, and the item is stored (and unpacked) as 8-bit 0/255."""
+    a = np.zeros((32, 32), bool)
+    a[:, :16] = True
+    a[0, 16] = True
+    st = qpyr.pack({"mask": a}, str(tmp_path / "s.qpyr"), levels=3, policy="lossless")
+    lv = st.read("mask")
+    assert torch.equal(lv[0][0], torch.from_numpy(a.astype(np.float32)))
+    assert float(lv[1][0, 4, 0]) == 1.0 and float(lv[1][0, 4, 15]) == 0.0
+    assert float(lv[2][0, 0, 0]) == 1.0 and float(lv[2][0, 0, 7]) == 0.0
+    assert 0.0 < float(lv[1][0, 0, 8]) < 1.0  # 1 of 4 pixels
+    from qpyr.format import DTYPE_CODES
+
+    assert DTYPE_CODES[int(st._sources[0, 0])] == "uint8"
+
+
+@pytest.mark.parametrize("dt", [np.int32, np.uint32, np.int64, np.uint64])
+def test_wide_integer_inputs_do_not_wrap(tmp_path, dt):
+    """Extreme values of 32/64-bit sources: coarse levels saturate at the type's range instead
+    of wrapping (float32 rounds 2**63 - 1 up to 2**63, whose cast to int64 wraps to -2**63),
+    uint64 values >= 2**63 never read back negative, and level 0 is stored exactly."""
+    info = np.iinfo(dt)
+    a = np.empty((16, 32), dt)
+    a[:, :8] = info.max
+    a[:, 8:16] = info.max - 1
+    a[:, 16:24] = info.min
+    a[:, 24:] = info.min + 1
+    for pol in ("lossless", "mixed"):
+        st = qpyr.pack({"x": a}, str(tmp_path / f"{pol}.qpyr"), levels=3, policy=pol, overwrite=True)
+        lv = st.read("x")
+        hi, lo = float(np.float32(info.max)), float(np.float32(info.min))
+        for li in range(3):
+            left, right = lv[li][0, :, 0], lv[li][0, :, -1]
+            assert bool((left >= 0.99 * hi).all()), (pol, li, left)
+            assert bool((right <= lo + abs(lo) * 0.01 + 1).all()), (pol, li, right)
+            assert float(lv[li].min()) >= (lo if info.min < 0 else 0.0)
+        if pol == "lossless":
+            raw = st.read("x", [0], dequantize=False)[0].values
+            assert raw.dtype == getattr(torch, np.dtype(dt).name)
+            assert np.array_equal(raw.numpy()[0], a)
+        # unpacked in the source type: bit-exact when lossless, saturated (never wrapped) otherwise
+        from qpyr.export import unpack
+
+        out = tmp_path / f"out-{pol}"
+        files = unpack(st, str(out), fmt="npy")
+        got = {Path(f).name: np.load(f) for f in files}
+        assert {g.dtype for g in got.values()} == {np.dtype(dt)}
+        if pol == "lossless":
+            assert np.array_equal(got["x_l0.npy"][..., 0], a)
+        for g in got.values():
+            assert (g[:, 0, 0] >= info.max // 2).all() and (g[:, -1, 0] <= info.min // 2 + 1).all()
+
+
+def test_cli_from_list_streams_the_list_with_its_names(tree, tmp_path):
+    """``--from-list FILE`` is the same streamed :class:`FileList` as the API: names are the
+    entries (so same-named files in different folders do not clash), ``NAME<TAB>PATH`` lines
+    name their item, and the list is read while packing, not loaded first."""
+    lst = tmp_path / "list.txt"
+    (tree / "c" / "a.png").write_bytes(_png(3))  # the same base name as tree/a.png
+    lst.write_text(f"# corpus\n{tree / 'a.png'}\n{tree / 'c' / 'a.png'}\nmine\t{tree / 'b.png'}\n", encoding="utf-8")
+    url = tmp_path / "s.qpyr"
+    assert main(["pack", str(tree / "Z.png"), "--from-list", str(lst), "-o", str(url), "-q"]) == 0
+    assert qpyr.open(str(url)).names == ["Z.png", str(tree / "a.png").lstrip("/"), str(tree / "c" / "a.png").lstrip("/"),
+                                         "mine"]
+    assert main(["pack", "--from-list", str(tmp_path / "missing.txt"), "-o", str(tmp_path / "t.qpyr"), "-q"]) == 1

@@ -278,3 +278,68 @@ def test_open_rereads_a_root_replaced_while_it_read_the_catalog(tmp_path):
     finally:
         Store._read_root = staticmethod(real)  # type: ignore[method-assign]
     assert len(calls) == 2 and len(st) == 5 and st.manifest["generation"] == 2
+
+
+def test_append_with_another_slots_per_task_keeps_the_store_geometry(tmp_path):
+    """An append asking for another ``slots_per_task`` (so other items per shard) packs with
+    the store's own: existing shards are never rewritten, the old snapshot stays readable, and
+    every item of both packs decodes."""
+    rng = np.random.default_rng(12)
+    url = tmp_path / "s.qpyr"
+    base = {f"x{i}": rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) for i in range(7)}
+    qpyr.pack(base, str(url), slots_per_task=3, levels=2, policy="lossless")
+    shards = {p: p.read_bytes() for p in (url / "levels").rglob("*") if p.is_file() and "/c/" in p.as_posix()}
+    old = qpyr.open(str(url))
+    more = {f"y{i}": rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) for i in range(9)}
+    st = qpyr.pack(more, str(url), slots_per_task=8, levels=2, policy="lossless", append=True)
+    assert st.manifest["slots_per_task"] == 3 and st.manifest["tasks"] == 3 + 3
+    assert {b["slots_per_task"] for b in st.manifest["buckets"]} == {3}
+    assert all(p.read_bytes() == b for p, b in shards.items())  # no existing shard or qparams chunk rewritten
+    assert verify(st, decode=True).ok
+    for n, a in {**base, **more}.items():
+        assert torch.equal(st.read(n, [0])[0], torch.from_numpy(np.moveaxis(a, -1, 0).astype(np.float32) / 255)), n
+    assert old.names == list(base) and all(torch.equal(old.read(n, [0])[0], st.read(n, [0])[0]) for n in base)
+
+
+def test_append_to_buckets_of_another_slots_per_task(tmp_path):
+    """Each bucket records its own ``slots_per_task`` (format.md §5.1, §8.3): a store whose
+    buckets were made with 5 while its last commit says 2 (valid, e.g. from another writer).
+    The append keeps each existing bucket's geometry, new buckets get the store's, and no task
+    spills into another's slots."""
+    rng = np.random.default_rng(13)
+    url = tmp_path / "s.qpyr"
+    base = {f"x{i}": rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) for i in range(7)}
+    qpyr.pack(base, str(url), slots_per_task=5, levels=1, policy="lossless")
+    raw = (url / "zarr.json").read_bytes()
+    key = b'\n   "slots_per_task": 5,'
+    assert raw.count(key) == 1
+    (url / "zarr.json").write_bytes(raw.replace(key, b'\n   "slots_per_task": 2,'))
+    assert verify(qpyr.open(str(url))).ok
+    shards = {p: p.read_bytes() for p in (url / "levels").rglob("*") if p.is_file() and "/c/" in p.as_posix()}
+    more = {f"y{i}": rng.integers(0, 255, (20, 20, 3) if i % 2 else (40, 40, 3), dtype=np.uint8) for i in range(9)}
+    st = qpyr.pack(more, str(url), slots_per_task=64, levels=1, policy="lossless", append=True)
+    assert st.manifest["slots_per_task"] == 2 and st.manifest["tasks"] == 2 + 5
+    assert sorted(b["slots_per_task"] for b in st.manifest["buckets"]) == [2, 5]  # the new 48x48 bucket, the old one
+    assert all(p.read_bytes() == b for p, b in shards.items())
+    assert verify(st, decode=True).ok
+    for n, a in {**base, **more}.items():
+        assert torch.equal(st.read(n, [0])[0], torch.from_numpy(np.moveaxis(a, -1, 0).astype(np.float32) / 255)), n
+
+
+def test_root_change_is_seen_through_cached_file_handles(tmp_path):
+    """Local reads go through cached open files; a root replaced by another process (a new
+    inode, here of the same size) must still count as changed, or a reader caught in the
+    generation race gives up instead of re-reading the root."""
+    from qpyr.storage import ObjectStore
+    from qpyr.store import Store
+
+    url = tmp_path / "s.qpyr"
+    qpyr.pack({"x": np.zeros((9, 9), np.uint8)}, str(url))
+    os_ = ObjectStore(str(url))
+    raw = Store._read_root(os_)  # caches an open file of this zarr.json
+    new = raw.replace(b'"generation": 1', b'"generation": 2')
+    assert len(new) == len(raw) and new != raw
+    tmp = url / "zarr.json.other"
+    tmp.write_bytes(new)
+    os.replace(tmp, url / "zarr.json")  # what another process's commit does
+    assert Store._root_changed(os_, raw)

@@ -150,3 +150,15 @@ def test_verify_during_an_unfinished_append_checks_the_snapshot(store_url, small
     rep = verify(qpyr.open(store_url), decode=True)
     assert rep.ok, rep.problems
     assert rep.warnings and "unfinished" in rep.warnings[0]
+
+
+def test_verify_of_a_snapshot_opened_before_an_append(store_url, small_photos):
+    """A store object opened before an append (generation 1) still verifies: the check runs
+    on the committed store as it is now, and says so, instead of reporting the appended
+    objects as strays."""
+    old = qpyr.open(store_url)
+    qpyr.pack({"new": small_photos["coffee"]}, store_url, policy="int8", levels=3, append=True)
+    rep = verify(old)
+    assert rep.ok, rep.problems
+    assert rep.items == len(old) + 1 and "generation 2" in rep.warnings[0]
+    assert len(old) == rep.items - 1  # the caller's snapshot itself is untouched

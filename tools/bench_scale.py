@@ -1,18 +1,23 @@
 """Packing at scale: images/s, peak RSS against N, objects per level, and the Dask speed-up.
 
 Packs N = 1,000 and N = 10,000 crops of real photos (scikit-image's sample photos, cropped at
-random places and sizes, saved as JPEG q90 files — packing reads them back through the
-streamed directory listing, as a real corpus would be read). Every pack runs in a fresh
-process so its peak RSS (``ru_maxrss``) is its own. Then the same N = 1,000 corpus is packed on
-a 2-worker Dask ``LocalCluster`` (worker processes, one thread each) and the speed-up over one
-process is printed, against three single-process settings: torch's default thread pool, one
-torch thread, and exactly the tuning a worker process gets (``writer.tune_worker_process``:
-one torch thread and larger glibc malloc thresholds).
+random places, saved as JPEG q90 files — packing reads them back through the streamed
+directory listing, as a real corpus would be read). Every pack runs in a fresh process; its
+peak RSS comes from ``wait4`` on that process (which covers any children it waited for), and
+its anonymous RSS (the heap, without the shared libraries' file-backed pages, whose count
+varies from run to run) is sampled every 10 ms while it packs.
+
+Then the N = 1,000 corpus is packed on a 2-worker Dask ``LocalCluster`` (worker processes, one
+thread each), interleaved with plain single-process ``qpyr.pack`` runs (the baseline: no Dask,
+torch's default threads), best of ``--repeats`` each; CPU seconds of every run are printed too,
+as they do not depend on the load other processes put on the machine. One-process runs with one
+torch thread and with exactly a worker's tuning (``writer.tune_worker_process``) are printed
+for reference.
 
 Targets (issue #5): peak RSS at N = 10k within 1.2x of N = 1k; objects per level ~ N /
 items-per-shard; 2-worker Dask >= 1.6x the single-process images/s on a 2-core machine.
 
-    python tools/bench_scale.py                 # N = 1,000 and 10,000
+    python tools/bench_scale.py                 # N = 1,000 and 10,000, qpyr's default policy
     python tools/bench_scale.py --sizes 1000 --policy int8
 
 The machine's load average is printed with each timing: other processes on a 2-core machine
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,9 +37,10 @@ import time
 from pathlib import Path
 
 CHILD = r"""
-import json, os, resource, sys, time
+import json, os, resource, sys, threading, time
 import torch
 url, src, policy, threads, spt = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+warm = sys.argv[6] if len(sys.argv) > 6 else ""
 if threads == -1:  # exactly what a Dask worker process runs with
     from qpyr.writer import tune_worker_process
     tune_worker_process()
@@ -41,12 +48,41 @@ elif threads:
     torch.set_num_threads(threads)
 import qpyr
 import qpyr.writer  # import everything a pack needs before the baseline is taken
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+if warm:  # first-call costs (codec set-up, lazy imports), as the warmed-up Dask workers have paid them
+    qpyr.pack(warm, url + ".warm", policy=policy, overwrite=True, slots_per_task=4)
+
+def status():
+    with open("/proc/self/status") as f:
+        d = dict(line.split(":", 1) for line in f)
+    return {k: int(d[k].split()[0]) for k in ("VmRSS", "RssAnon") if k in d}
+
+# File-backed pages (shared libraries) count in RSS as they are faulted in, which varies from
+# run to run; anonymous memory (the heap: what packing allocates) is sampled every 10 ms.
+start = status() if os.path.exists("/proc/self/status") else {}
+peak = dict(start)
+stop = threading.Event()
+
+def sample():
+    while not stop.wait(0.01):
+        for k, v in status().items():
+            peak[k] = max(peak.get(k, 0), v)
+
+th = threading.Thread(target=sample, daemon=True)
+if start:
+    th.start()
+cpu0 = time.process_time()
 t = time.perf_counter()
-qpyr.pack(src, url, policy=policy, overwrite=True, slots_per_task=spt)
+qpyr.pack(src, url, policy=policy, slots_per_task=spt)
 dt = time.perf_counter() - t
-print(json.dumps({"seconds": dt, "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "rss_after_import_kib": base, "torch_threads": torch.get_num_threads()}))
+cpu = time.process_time() - cpu0
+stop.set()
+if start:
+    th.join()
+    for k, v in status().items():
+        peak[k] = max(peak.get(k, 0), v)
+rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+print(json.dumps({"seconds": dt, "cpu_seconds": cpu, "rss_kib": rss, "anon_start_kib": start.get("RssAnon"),
+                  "anon_peak_kib": peak.get("RssAnon"), "torch_threads": torch.get_num_threads()}))
 """
 
 
@@ -73,12 +109,23 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def pack_in_child(src: Path, url: Path, policy: str, threads: int, spt: int) -> dict:
-    r = subprocess.run([sys.executable, "-c", CHILD, str(url), str(src), policy, str(threads), str(spt)],
-                       capture_output=True, text=True)
-    if r.returncode:
-        raise SystemExit(r.stderr)
-    return json.loads(r.stdout.strip().splitlines()[-1])
+def pack_in_child(src: Path, url: Path, policy: str, threads: int, spt: int, warm: Path | None = None) -> dict:
+    """Pack in a fresh process; its peak RSS comes from ``wait4`` on that very process, which
+    covers it and every descendant it waited for (any helper processes it may start)."""
+    shutil.rmtree(url, ignore_errors=True)  # deleting the previous run's store is not packing work
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen([sys.executable, "-c", CHILD, str(url), str(src), policy, str(threads), str(spt),
+                              str(warm or "")],
+                             stdout=out, stderr=err)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)  # reaped here: keep Popen from waiting again
+        out.seek(0)
+        err.seek(0)
+        if p.returncode:
+            raise SystemExit(err.read().decode(errors="replace"))
+        r = json.loads(out.read().decode().strip().splitlines()[-1])
+    r["rss_kib"] = max(r["rss_kib"], usage.ru_maxrss)  # wait4: the process and its waited-for children
+    return r
 
 
 def objects_per_level(url: Path) -> list[dict]:
@@ -99,35 +146,80 @@ def objects_per_level(url: Path) -> list[dict]:
     return out
 
 
+BURN = "import time; t = time.perf_counter(); x = 0\nfor i in range(12_000_000): x += i\nprint(time.perf_counter() - t)"
+
+
+def parallel_ceiling() -> float:
+    """The speed-up two processes can get on this machine right now: a fixed CPU-bound loop,
+    run alone and then twice at once (2 x alone / together; 2.0 on two idle cores)."""
+    def run(k: int) -> float:
+        t = time.perf_counter()
+        ps = [subprocess.Popen([sys.executable, "-c", BURN], stdout=subprocess.DEVNULL) for _ in range(k)]
+        for p in ps:
+            p.wait()
+        return time.perf_counter() - t
+
+    one = min(run(1) for _ in range(2))
+    return 2 * one / run(2)
+
+
 def dask_speedup(src: Path, tmp: Path, policy: str, spt: int, n: int, repeats: int) -> None:
+    """Interleaved runs (one process, then the cluster, ``repeats`` times; best of each), so
+    that load from other processes hits both alike. CPU seconds are printed too: they do not
+    depend on that load."""
+    import resource
+
     from distributed import Client, LocalCluster
 
     import qpyr
 
-    print(f"\n== Dask: {n} items, 2 worker processes x 1 thread vs one process (best of {repeats}) ==")
-    labels = {0: "torch default threads", 1: "1 torch thread", -1: "tuned like a worker"}
-    singles = {}
-    for threads in labels:
-        best = min(pack_in_child(src, tmp / "one.qpyr", policy, threads, spt)["seconds"] for _ in range(repeats))
-        singles[threads] = best
-        print(f"one process ({labels[threads]}): {n / best:8.1f} img/s  ({best:.2f} s)  load {load()}")
+    print(f"\n== Dask: {n} items, 2 worker processes x 1 thread vs one process (best of {repeats}, interleaved) ==")
+    warm = tmp / "warm"
+    if not warm.exists():
+        make_corpus(warm, 8, seed=99)
     t = time.perf_counter()
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(cluster)
     print(f"cluster start: {time.perf_counter() - t:.1f} s (not counted)")
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
     try:
-        warm = tmp / "warm"
-        make_corpus(warm, 8, seed=99)
         qpyr.pack(str(warm), str(tmp / "warm.qpyr"), policy=policy, overwrite=True, client=client, slots_per_task=4)
-        times = []
+        single: list[dict] = []
+        many: list[dict] = []
         for _ in range(repeats):
+            r = pack_in_child(src, tmp / "one.qpyr", policy, 0, spt, warm)
+            single.append(r)
+            print(f"one process (plain qpyr.pack): {n / r['seconds']:8.1f} img/s  ({r['seconds']:.2f} s, "
+                  f"{r['cpu_seconds']:.2f} CPU s)  load {load()}")
+            shutil.rmtree(tmp / "many.qpyr", ignore_errors=True)
+            w0, d0 = client.run(cpu), cpu()
             t = time.perf_counter()
-            qpyr.pack(str(src), str(tmp / "many.qpyr"), policy=policy, overwrite=True, client=client, slots_per_task=spt)
-            times.append(time.perf_counter() - t)
-        best = min(times)
-        print(f"2-worker Dask cluster:     {n / best:8.1f} img/s  ({best:.2f} s)  load {load()}")
-        for threads, s in singles.items():
-            print(f"speed-up over one process ({labels[threads]}): {s / best:.2f}x   (target >= 1.6x)")
+            qpyr.pack(str(src), str(tmp / "many.qpyr"), policy=policy, client=client, slots_per_task=spt)
+            dt = time.perf_counter() - t
+            w1, d1 = client.run(cpu), cpu()
+            wc = [w1[k] - w0[k] for k in w0]
+            many.append({"seconds": dt, "workers_cpu": wc, "driver_cpu": d1 - d0})
+            print(f"2-worker Dask cluster:         {n / dt:8.1f} img/s  ({dt:.2f} s; CPU s: workers "
+                  f"{', '.join(f'{x:.2f}' for x in wc)}, driver {d1 - d0:.2f})  load {load()}")
+            print(f"  (two CPU-bound processes get {parallel_ceiling():.2f}x of one, now)")
+        b1 = min(single, key=lambda r: r["seconds"])
+        b2 = min(many, key=lambda r: r["seconds"])
+        for threads, label in ((1, "1 torch thread"), (-1, "tuned like a worker")):
+            r = pack_in_child(src, tmp / "one.qpyr", policy, threads, spt, warm)
+            print(f"  one process ({label}): {n / r['seconds']:8.1f} img/s  ({r['seconds']:.2f} s)  load {load()}")
+        peaks = client.run(lambda: __import__("resource").getrusage(__import__("resource").RUSAGE_SELF).ru_maxrss)
+        print("worker peak RSS: " + ", ".join(f"{v / 1024:.1f} MiB" for v in peaks.values()))
+        print(f"SPEED-UP of the 2-worker cluster over the plain single-process qpyr.pack: "
+              f"{b1['seconds'] / b2['seconds']:.2f}x   (target >= 1.6x; wall clock, best runs)")
+        # what the wall-clock ratio would be with two idle cores: the busier worker and the
+        # driver's own (listing, commit) CPU time, against the single process's CPU time
+        est = b1["cpu_seconds"] / (max(b2["workers_cpu"]) + b2["driver_cpu"])
+        print(f"  CPU-time view: {est:.2f}x  (single-process CPU s / (busier worker's CPU s + driver CPU s); "
+              "independent of other processes' load)")
     finally:
         client.close()
         cluster.close()
@@ -136,7 +228,9 @@ def dask_speedup(src: Path, tmp: Path, policy: str, spt: int, n: int, repeats: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    ap.add_argument("--policy", default="lossless", help="pack policy (default lossless, qpyr's default)")
+    from qpyr.policy import DEFAULT_POLICY
+
+    ap.add_argument("--policy", default=DEFAULT_POLICY, help=f"pack policy (default: qpyr's default, {DEFAULT_POLICY})")
     ap.add_argument("--slots-per-task", type=int, default=256, help="default: qpyr's default, 256")
     ap.add_argument("--side", type=int, default=128, help="crop side in pixels (default 128)")
     ap.add_argument("--mixed", action="store_true", help="crops of 64..192 px a side (many size-class buckets)")
@@ -156,17 +250,23 @@ def main() -> None:
             make_corpus(src, n, side=args.side, mixed=args.mixed)
         url = tmp / f"store-{n}.qpyr"
         r = pack_in_child(src, url, args.policy, 0, args.slots_per_task)
-        rss[n] = r["rss_kib"]
+        rss[n] = r
         print(f"\n== N = {n} ==\npack: {n / r['seconds']:.1f} img/s ({r['seconds']:.1f} s, torch threads "
               f"{r['torch_threads']})  load {load()}")
-        print(f"peak RSS: {r['rss_kib'] / 1024:.1f} MiB (after imports: {r['rss_after_import_kib'] / 1024:.1f} MiB)")
+        print(f"peak RSS of the packing process (wait4, incl. children): {r['rss_kib'] / 1024:.1f} MiB")
+        if r["anon_peak_kib"]:
+            print(f"peak anonymous RSS while packing: {r['anon_peak_kib'] / 1024:.1f} MiB "
+                  f"(at the start of the pack: {r['anon_start_kib'] / 1024:.1f} MiB; growth "
+                  f"{(r['anon_peak_kib'] - r['anon_start_kib']) / 1024:.1f} MiB)")
         print(f"{'level':>5} {'items':>7} {'buckets':>7} {'objects':>7} {'shards':>6} {'items/shard (k)':>16} {'items/object':>12}")
         for row in objects_per_level(url):
             print(f"{row['level']:>5} {row['items']:>7} {row['buckets']:>7} {row['objects']:>7} {row['shards']:>6} "
                   f"{str(row['items_per_shard']):>16} {row['items_per_object']:>12}")
     if len(rss) > 1:
         lo, hi = min(rss), max(rss)
-        print(f"\npeak RSS N={hi} / N={lo}: {rss[hi] / rss[lo]:.3f}x   (target <= 1.2x)")
+        print(f"\npeak RSS N={hi} / N={lo}: {rss[hi]['rss_kib'] / rss[lo]['rss_kib']:.3f}x   (target <= 1.2x)")
+        if rss[lo]["anon_peak_kib"]:
+            print(f"peak anonymous RSS N={hi} / N={lo}: {rss[hi]['anon_peak_kib'] / rss[lo]['anon_peak_kib']:.3f}x")
     if not args.no_dask:
         n = min(args.sizes)
         dask_speedup(tmp / f"corpus-{n}-{'mixed' if args.mixed else args.side}", tmp, args.policy,

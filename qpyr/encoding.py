@@ -54,7 +54,8 @@ class Encoding:
         conf = self.codec.to_dict().get("configuration", {})
         if self.codec.name == "qpyr.dct":
             tail = ("-ssim" if conf.get("family") == "ssim" else "") + ("-fast" if conf.get("entropy") == "fast" else "")
-            return f"dct-q{conf.get('quality', 90)}-{conf.get('chroma', '420')}{tail}"
+            q = conf.get("quality", 90)
+            return f"dct-q{'var' if q == 'chunk' else q}-{conf.get('chroma', '420')}{tail}"
         if self.codec.name == "qpyr.tiles":  # per-tile precision (saliency policy)
             return f"tiles-t{conf.get('tile', 64)}"
         if q.dtype is StoredType.SOURCE:

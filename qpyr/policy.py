@@ -27,6 +27,7 @@ Integer policies take ``scheme`` (affine|symmetric), ``granularity`` (level|chan
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -334,6 +335,28 @@ class DctPolicy:
         return [dct_encoding(self.quality, self.chroma, source_dtype, self.family, self.entropy)] * len(levels)
 
 
+def pool_dct_quality(e: Any) -> Any:
+    """Store a searched DCT level under the encoding with ``quality: "chunk"``.
+
+    Quality searches give every item its own DCT quality. Keyed by quality, a corpus would
+    scatter over ~60 buckets per level (each with its own partly filled shards, index and
+    metadata) instead of one; the quality is in every chunk's header anyway (spec/codecs/dct.md
+    §3), so the bucket's encoding records ``"chunk"`` and decoders read it per chunk.
+    """
+    if getattr(e.encoding.codec, "name", "") != "qpyr.dct":
+        return e
+    from .codecs import DctChunkCodec
+
+    conf = dict(e.encoding.codec.to_dict().get("configuration", {}))
+    if conf.get("quality") == "chunk" or "tables" in conf:
+        return e
+    conf["quality"] = "chunk"
+    enc = Encoding(quantizer=e.encoding.quantizer, codec=DctChunkCodec.create(**conf))
+    e.encoding = enc
+    e.spec = dataclasses.replace(e.spec, encoding_id=enc.id)
+    return e
+
+
 def _meets(e: Any, ssim: float | None, psnr: float | None) -> bool:
     return (ssim is None or e.ssim >= ssim) and (psnr is None or e.psnr >= psnr)
 
@@ -455,9 +478,15 @@ class QualityPolicy:
         return "quality" + (":" + ",".join(f"{k}={v}" for k, v in self.params) if self.params else "")
 
     def plan(self, levels: list[np.ndarray], source_dtype: np.dtype[Any]) -> list[Encoding]:
-        return [e.encoding for e in self.plan_encoded(levels, source_dtype, slots_per_task=256)]
+        """Concrete encodings (each DCT level with the quality its search found)."""
+        return [e.encoding for e in self._search(levels, source_dtype, slots_per_task=256)]
 
     def plan_encoded(self, levels: list[np.ndarray], source_dtype: np.dtype[Any], *, slots_per_task: int) -> list[Any]:
+        """Encoded levels as the writer stores them: DCT levels pooled into one bucket per
+        (chroma, tables, entropy) whatever quality each item needed (:func:`pool_dct_quality`)."""
+        return [pool_dct_quality(e) for e in self._search(levels, source_dtype, slots_per_task=slots_per_task)]
+
+    def _search(self, levels: list[np.ndarray], source_dtype: np.dtype[Any], *, slots_per_task: int) -> list[Any]:
         out = []
         start = {"444": 75, "420": 75}
         for li, lv in enumerate(levels):
@@ -524,7 +553,7 @@ class FloorPolicy:
                         break
             if better is not None:
                 better.decision = "raised"
-                out.append(better)
+                out.append(pool_dct_quality(better) if enc.codec.name == "qpyr.dct" else better)
             else:
                 fb = s.trial(lossless_encoding(source_dtype, lv.shape[0]))
                 fb.decision = "lossless-fallback"
@@ -614,7 +643,7 @@ def with_floors(policy: Policy, floors: Floors) -> Policy:
     if isinstance(policy, QualityPolicy):
         merged = Floors(ssim=tuple(sorted({**dict(policy.floors.ssim), **dict(floors.ssim)}.items())),
                         psnr=tuple(sorted({**dict(policy.floors.psnr), **dict(floors.psnr)}.items())))
-        return QualityPolicy(merged, policy.chroma, policy.params)
+        return dataclasses.replace(policy, floors=merged)
     return FloorPolicy(policy, floors)
 
 

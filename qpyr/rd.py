@@ -141,10 +141,14 @@ class BudgetPolicy:
         return chosen
 
     def plan(self, levels: list[np.ndarray], source_dtype: np.dtype[Any]) -> list[Encoding]:
-        return [e.encoding for e in self.plan_encoded(levels, source_dtype, slots_per_task=256)]
+        """Concrete encodings (DCT levels with the quality the search chose)."""
+        return [e.encoding for e in self.choose(self.evaluate(levels, source_dtype))]
 
     def plan_encoded(self, levels: list[np.ndarray], source_dtype: np.dtype[Any], *, slots_per_task: int) -> list[EncodedLevel]:
-        return self.choose(self.evaluate(levels, source_dtype, slots_per_task=slots_per_task))
+        """As stored: DCT levels pooled into one bucket whatever their quality (``policy.pool_dct_quality``)."""
+        from .policy import pool_dct_quality
+
+        return [pool_dct_quality(e) for e in self.choose(self.evaluate(levels, source_dtype, slots_per_task=slots_per_task))]
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": "budget", "bytes": self.budget, "weights": list(self.weights),

@@ -88,3 +88,29 @@ print('ok')
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+def test_quality_policy_pools_items_of_different_quality_into_one_bucket(tmp_path):
+    """Objects per level stay ~N / items-per-shard under the default policy: every item gets its
+    own DCT quality (in its chunk header), but all share one bucket per level and size class."""
+    from skimage import data
+
+    from qpyr.codecs.dct import chunk_quality
+    from qpyr.policy import parse_policy
+    from qpyr.pyramid import build_pyramid
+    from qpyr.shard import strip_crc
+
+    img = data.astronaut()
+    crops = {f"c{i}": np.ascontiguousarray(img[i * 50:i * 50 + 96, i * 60:i * 60 + 128]) for i in range(6)}
+    store = qpyr.pack(crops, str(tmp_path / "s.qpyr"), policy="quality:ssim=0.95", levels=2)
+    for ls in store.manifest["level_summary"]:
+        assert len(ls["encodings"]) == 1
+    buckets = {lv["bucket"] for n in crops for lv in store.item_info(n)["levels"] if lv["level"] == 0}
+    assert len(buckets) == 1 and "dct-qvar-444-ssim" in buckets.pop()
+    assert all(lv["ssim"] >= 0.95 for n in crops for lv in store.item_info(n)["levels"])
+    pol = parse_policy("quality:ssim=0.95")
+    qualities = set()
+    for a in crops.values():
+        e = pol.plan_encoded(build_pyramid(a.transpose(2, 0, 1), levels=1), np.dtype(np.uint8), slots_per_task=16)[0]
+        qualities |= {chunk_quality(strip_crc(d, "test")) for _, _, d in e.chunks}
+    assert len(qualities) > 1, qualities  # the items really needed different qualities

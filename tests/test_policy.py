@@ -68,7 +68,15 @@ def test_quality_policy_meets_floor_at_every_level_and_is_cheapest(small_photos,
         assert getattr(e, key) >= val
         assert e.decision in ("searched", "lossless-fallback")
         if e.encoding.codec.name == "qpyr.dct":
-            q = e.encoding.codec.to_dict().get("configuration", {}).get("quality", 90)
+            from qpyr.codecs.dct import chunk_quality
+            from qpyr.shard import strip_crc
+
+            # pooled: the bucket says "chunk", each chunk's header holds the quality found
+            assert e.encoding.codec.to_dict()["configuration"]["quality"] == "chunk"
+            assert e.encoding.label.startswith("dct-qvar-")
+            qs = {chunk_quality(strip_crc(data, "test")) for _, _, data in e.chunks}
+            assert len(qs) == 1
+            q = qs.pop()
             if q > 1:  # one step cheaper misses the floor (the search found the minimum)
                 from qpyr.encode import encode_level
                 from qpyr.policy import dct_encoding

@@ -63,6 +63,9 @@ class DctChunkCodec:
     def encode(self, chunk: np.ndarray) -> bytes:
         if chunk.dtype != np.uint8:
             raise CodecError(f"qpyr.dct encodes uint8 samples. Got {chunk.dtype}.")
+        if self.inner.quality == "chunk":
+            raise CodecError("qpyr.dct with quality 'chunk' only decodes (each chunk header holds its quality); "
+                             "encode with a concrete quality 1..100.")
         data: bytes = self.inner.encode(chunk[0])
         return data
 

@@ -40,7 +40,7 @@ def test_pack_info_verify_read_unpack_through_the_cli_and_api(s3, small_photos, 
     for n, a in small_photos.items():
         (src / f"{n}.png").write_bytes(imagecodecs.png_encode(a))
     url = f"{bucket}/cli.qpyr"
-    assert main(["pack", str(src), "-o", url, "--levels", "2", "-q", *_opts(so)]) == 0
+    assert main(["pack", str(src), "-o", url, "--levels", "2", "--policy", "lossless", "-q", *_opts(so)]) == 0
     assert main(["info", url, "--json", *_opts(so)]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["store"] == url and info["levels"] == 2
@@ -53,7 +53,7 @@ def test_pack_info_verify_read_unpack_through_the_cli_and_api(s3, small_photos, 
     assert main(["demo", "-o", f"{bucket}/demo.qpyr", "--policy", "lossless:codec=zstd", *_opts(so)]) == 0
     assert len(qpyr.open(f"{bucket}/demo.qpyr", storage_options=so)) == 5
     st = qpyr.open(url, storage_options=so)
-    local = qpyr.pack(small_photos, str(tmp_path / "local.qpyr"), levels=2)
+    local = qpyr.pack(small_photos, str(tmp_path / "local.qpyr"), levels=2, policy="lossless")
     assert sorted(st.names) == sorted(f"{n}.png" for n in small_photos)
     for n in small_photos:
         for li, t in st.read(f"{n}.png", region=(5, 7, 60, 90)).items():

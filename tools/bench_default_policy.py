@@ -18,7 +18,7 @@ Quality: RGB-SSIM = Wang 2004 (11x11 Gaussian, sigma 1.5, K1 0.01, K2 0.03, popu
 variances, data range 255, mean over RGB) computed by ``qpyr.metrics.ssim`` (validated against
 scikit-image to 1e-4 in tests/test_metrics.py). Bytes are stored bytes.
 
-Usage: python tools/bench_default_policy.py [--policy SPEC] [--photos a,b,...]
+Usage: python tools/bench_default_policy.py [--policy SPEC] [--photos a,b,...] [--crops N]
 """
 
 from __future__ import annotations
@@ -95,9 +95,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy to measure (default {DEFAULT_POLICY})")
     ap.add_argument("--floor", type=float, default=0.95, help="SSIM floor for the equal-quality JPEG peer")
     ap.add_argument("--photos", default=",".join(PHOTOS), help="comma-separated skimage.data photo names")
+    ap.add_argument("--crops", type=int, default=0, metavar="N",
+                    help="instead of the whole photos, a corpus of N random crops (64..512 px a side) of them, "
+                         "so per-bucket metadata is shared as in a real corpus")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     imgs = load(args.photos.split(","))
+    if args.crops:
+        rng = np.random.default_rng(0)
+        srcs = list(imgs.values())
+        crops = {}
+        for i in range(args.crops):
+            src = srcs[i % len(srcs)]
+            h, w = (int(rng.integers(64, min(512, s) + 1)) for s in src.shape[:2])
+            y, x = int(rng.integers(0, src.shape[0] - h + 1)), int(rng.integers(0, src.shape[1] - w + 1))
+            crops[f"crop{i:05d}"] = np.ascontiguousarray(src[y:y + h, x:x + w])
+        imgs = crops
 
     pyrs: dict[str, list[np.ndarray]] = {}
     fp32 = 0
@@ -132,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     floor_bytes = [jpeg_at_floor(lv, args.floor) for p in pyrs.values() for lv in p]
     floor_total = sum(b for b in floor_bytes if b > 0)
 
-    print(f"{len(imgs)} photos ({', '.join(imgs)}), {sum(len(p) for p in pyrs.values())} levels, "
+    what = f"{len(imgs)} crops" if args.crops else f"{len(imgs)} photos ({', '.join(imgs)})"
+    print(f"{what}, {sum(len(p) for p in pyrs.values())} levels, "
           f"fp32 pyramid {fp32 / 1e6:.2f} MB; RGB-SSIM Wang 2004")
     print(f"{'what':<44}{'bytes':>11}{'vs fp32':>9}   SSIM of levels")
     print(f"{'qpyr ' + args.policy + ' (store on disk)':<44}{disk:>11}{fp32 / disk:>8.1f}x   "

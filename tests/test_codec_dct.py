@@ -390,3 +390,88 @@ def test_simulate_matches_on_a_photo() -> None:
     x = _photo(96, 128)
     for codec in (DctCodec(quality=75), DctCodec(quality=85, chroma="444", family="ssim", entropy="fast")):
         np.testing.assert_array_equal(codec.simulate(x), codec.decode(codec.encode(x), x.shape))
+
+
+# -- decode-speed rewrites stay exact (tools/bench_decode.py) ---------------------------------
+
+
+@pytest.mark.parametrize("chroma", ["420", "444"])
+@pytest.mark.parametrize("c", [1, 3, 4])
+def test_reconstruct_same_for_frequency_major_and_block_major_planes(chroma: str, c: int) -> None:
+    """The fast-mode layout (views of [64, by, bx]) takes another GEMM operand path; it must
+    give the very same floats as contiguous [by, bx, 64] planes."""
+    x = _photo(75, 101)[np.arange(c) % 3]
+    codec = DctCodec(quality=80, chroma=chroma)
+    p = codec.decode_coefficients(codec.encode(x), x.shape)
+    fm = tuple(np.ascontiguousarray(q.transpose(2, 0, 1)).transpose(1, 2, 0) for q in p.planes)
+    bm = tuple(np.ascontiguousarray(q) for q in p.planes)
+    for dtype in (torch.float32, torch.uint8):
+        a = codec.reconstruct(dataclasses.replace(p, planes=fm), "cpu", dtype)
+        b = codec.reconstruct(dataclasses.replace(p, planes=bm), "cpu", dtype)
+        assert a.dtype == b.dtype == dtype
+        assert torch.equal(a, b)
+    fast = DctCodec(quality=80, chroma=chroma, entropy="fast")
+    np.testing.assert_array_equal(fast.decode(fast.encode(x), x.shape), codec.decode(codec.encode(x), x.shape))
+
+
+def test_uint8_reconstruct_is_floor_of_shifted_float() -> None:
+    x = _photo(40, 56)
+    codec = DctCodec(quality=60)
+    p = codec.decode_coefficients(codec.encode(x), x.shape)
+    f = codec.reconstruct(p, "cpu", torch.float32)
+    u = codec.reconstruct(p, "cpu", torch.uint8)
+    assert u.dtype == torch.uint8 and u.shape == f.shape
+    # uint8 path: floor(x + 0.5) with the 0.5 in the level shift; at most 1 off the float path
+    assert (u.float() - torch.floor(f.clamp(0, 255) + 0.5)).abs().max() <= 1
+
+
+def test_decoder_lookup_tables_match_the_shared_definitions() -> None:
+    from qpyr.codecs import dct
+
+    rng = np.random.default_rng(7)
+    for t in range(60):
+        by, bx = (int(v) for v in rng.integers(1, 24, 2))
+        eob = rng.integers(0, 64, (by, bx)) if t % 2 else np.minimum(rng.geometric(0.15, (by, bx)), 63)
+        blk, k = dct._ac_positions(eob)
+        np.testing.assert_array_equal(dct._ac_contexts_lut(eob, blk, k, 17), 17 + dct._ac_contexts(eob, blk, k))
+    # _read_fields against the straightforward definition (token -> magnitude + extra bits + sign)
+    tok = rng.integers(0, 17, 5000)
+    nx = np.where(tok >= 8, tok - 5, 0)
+    extra = rng.integers(0, 1 << 11, tok.size) & ((1 << nx) - 1)
+    mag = np.where(tok >= 8, (1 << nx) + extra, tok)
+    sign = rng.integers(0, 2, tok.size) * (tok > 0)
+    w = dct._BitWriter()
+    w.write((extra << 1 | sign)[tok > 0], (nx + 1)[tok > 0])
+    w.write(extra[nx > 0], nx[nx > 0])
+    r = dct._BitReader(w.getvalue())
+    np.testing.assert_array_equal(dct._read_fields(r, tok, True), np.where(sign == 1, -mag, mag))
+    np.testing.assert_array_equal(dct._read_fields(r, tok, False), mag)
+
+
+def test_fast_decode_recovers_after_a_corrupt_frame() -> None:
+    x = _photo(32, 48)
+    codec = DctCodec(quality=70, entropy="fast")
+    data = codec.encode(x)
+    good = codec.decode(data, x.shape)
+    bad = bytearray(data)
+    bad[len(bad) // 2 :] = bytes(len(bad) - len(bad) // 2)
+    with pytest.raises(CodecError):
+        codec.decode(bytes(bad), x.shape)
+    np.testing.assert_array_equal(codec.decode(data, x.shape), good)
+
+
+def test_decoder_context_copies_match_the_shared_definitions() -> None:
+    from qpyr.codecs import dct
+
+    rng = np.random.default_rng(11)
+    for t in range(120):
+        h, w = (int(v) for v in rng.integers(1, 12, 2))
+        e = rng.integers(0, 64, (h, w))
+        dc = rng.integers(-2047, 2048, (h, w)) if t % 2 else rng.integers(-3, 3, (h, w))
+        black = dct._black_mask(h, w)
+        for edge in (True, False):
+            np.testing.assert_array_equal(dct._pad1(e, edge), np.pad(e, 1, mode="edge" if edge else "constant"))
+        np.testing.assert_array_equal(dct._neighbour_sum_dec(e), dct._neighbour_sum(e))
+        np.testing.assert_array_equal(dct._eob_contexts_black_dec(dc), dct._eob_contexts_black(dc))
+        eb = np.where(black, e, 0)
+        np.testing.assert_array_equal(dct._eob_contexts_white_dec(eb, black), dct._eob_contexts_white(eb, black))

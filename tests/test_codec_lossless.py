@@ -454,3 +454,44 @@ def _write_golden() -> None:
 if __name__ == "__main__":
     if "--write-golden" in sys.argv:
         _write_golden()
+
+
+# -- decode-speed rewrite of the colour inverse stays exact ---------------------------------
+
+
+def _inverse_color_reference(p: np.ndarray, cid: int, bits: int) -> np.ndarray:
+    """The colour inverses written out plainly (one temporary per operator)."""
+    ut = {8: np.uint8, 16: np.uint16}[bits]
+    st_ = {8: np.int8, 16: np.int16}[bits]
+    half = ut(1 << (bits - 1))
+    p = p.copy()
+    p0, p1, p2 = p[0].copy(), p[1] - half, p[2] - half
+    if cid == 1:
+        p[0], p[1], p[2] = p1 + p0, p0, p2 + p0
+    elif cid == 2:
+        r = p1 + p0
+        p[0], p[1], p[2] = r, p0, p2 + ((r >> 1) + (p0 >> 1) + (r & p0 & 1))
+    elif cid == 3:
+        q = (p1.view(st_).astype(np.int32) + p2.view(st_)) >> 2
+        g = p0 - q.astype(st_).view(ut)
+        p[0], p[1], p[2] = p2 + g, g, p1 + g
+    return p
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_inverse_color_matches_plain_reference(bits: int) -> None:
+    from qpyr.codecs import lossless
+
+    ut = np.uint8 if bits == 8 else np.uint16
+    rng = np.random.default_rng(bits)
+    top = (1 << bits) - 1
+    for c in (3, 4):
+        for t in range(6):
+            shape = (c, int(rng.integers(1, 40)), int(rng.integers(1, 40)))
+            p = rng.integers(0, top + 1, shape).astype(ut)
+            if t % 2:
+                p = rng.choice(np.array([0, 1, top, top // 2, top // 2 + 1], dtype=ut), shape)
+            for cid in COLORS.values():
+                got = lossless._inverse_color(p.copy(), cid, bits)
+                np.testing.assert_array_equal(got, _inverse_color_reference(p, cid, bits))
+                np.testing.assert_array_equal(lossless._inverse_color(lossless._forward_color(p, cid, bits).copy(), cid, bits), p)

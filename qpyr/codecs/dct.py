@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -151,7 +152,10 @@ class DctCodec:
     """8x8 DCT codec for ``uint8 [C, H, W]`` chunks.
 
     Parameters (keyword only)
-        quality: 1..100, IJG scaling of the Annex K tables (ignored when ``tables`` is given).
+        quality: 1..100, IJG scaling of the base tables (ignored when ``tables`` is given), or
+            ``"chunk"``: each chunk was encoded with its own quality, read from its header (how
+            quality-target policies pool items of different qualities into one bucket). A
+            ``"chunk"`` codec decodes but cannot encode: encode with a concrete quality.
         tables: 1 or 2 tables of 64 ints in 1..65535, **natural (row-major) order**; the
             second (chroma) table defaults to the first.
         chroma: ``"420"`` (YCbCr with half-resolution chroma; 3-channel input only -- other
@@ -165,7 +169,7 @@ class DctCodec:
             stream (flags bit 5).
     """
 
-    quality: int = 90
+    quality: int | Literal["chunk"] = 90
     tables: tuple[tuple[int, ...], ...] | None = None
     chroma: Literal["420", "444"] = "420"
     rdo: bool = True
@@ -175,17 +179,18 @@ class DctCodec:
     def __init__(
         self,
         *,
-        quality: int = 90,
+        quality: int | str = 90,
         tables: Sequence[Sequence[int]] | np.ndarray | None = None,
         chroma: str = "420",
         rdo: bool = True,
         entropy: str = "ctx",
         family: str = "annexk",
     ) -> None:
-        if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
-            raise ValueError(f"quality: expected an int in 1..100. Got {quality!r}.")
-        if not 1 <= int(quality) <= 100:
-            raise ValueError(f"quality: expected an int in 1..100. Got {quality}.")
+        if quality != "chunk":
+            if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)):
+                raise ValueError(f"quality: expected an int in 1..100 or 'chunk'. Got {quality!r}.")
+            if not 1 <= int(quality) <= 100:
+                raise ValueError(f"quality: expected an int in 1..100 or 'chunk'. Got {quality}.")
         if chroma not in ("420", "444"):
             raise ValueError(f"chroma: expected '420' or '444'. Got {chroma!r}.")
         if not isinstance(rdo, bool):
@@ -207,7 +212,7 @@ class DctCodec:
             if arr.dtype.kind not in "iu" or arr.min() < 1 or arr.max() > 65535:
                 raise ValueError("tables: expected integers in 1..65535 (natural order).")
             norm = tuple(tuple(int(v) for v in row) for row in arr)
-        object.__setattr__(self, "quality", int(quality))
+        object.__setattr__(self, "quality", "chunk" if quality == "chunk" else int(quality))
         object.__setattr__(self, "tables", norm)
         object.__setattr__(self, "chroma", chroma)
         object.__setattr__(self, "rdo", rdo)
@@ -250,6 +255,9 @@ class DctCodec:
     def table_array(self) -> np.ndarray:
         """The two quantisation tables in use, ``uint16 [2, 64]`` natural order."""
         if self.tables is None:
+            if self.quality == "chunk":
+                raise ValueError("quality 'chunk' describes stored chunks (each header holds its quality); "
+                                 "encode with a concrete quality 1..100.")
             return ijg_tables(self.quality, self.family)
         t = np.array(self.tables, dtype=np.uint16)
         return np.concatenate([t, t]) if len(t) == 1 else t
@@ -398,16 +406,28 @@ def _idct(planes: Sequence[np.ndarray], table: np.ndarray, offset: float, device
     """Same-shape planes sharing one table -> ``float32 [P, 8by, 8bx]``: pixels - 128 + offset."""
     by, bx, _ = planes[0].shape
     n = by * bx
-    # int16 -> float32 conversion writes straight into one [P*n, 65] GEMM operand (no stack);
-    # column 64 is ones, so the offset row of the matrix adds the level shift for free.
-    q = torch.empty(len(planes) * n, 65, device=device)
-    for i, p in enumerate(planes):
-        q[i * n : (i + 1) * n, :64].copy_(torch.from_numpy(p).to(device).reshape(n, 64))
-    q[:, 64] = 1.0
+    npl = len(planes)
+    if all(p.transpose(2, 0, 1).flags.c_contiguous for p in planes):
+        # Frequency-major planes (entropy="fast"): build the GEMM operand as [65, P*n] with
+        # contiguous row copies and hand BLAS its transpose (a stride flag, no copy). Copying
+        # them into a block-major [P*n, 65] operand instead is a strided transpose that costs
+        # as much as the GEMM itself. Same products, same sums: bit-identical output.
+        qt = torch.empty(65, npl * n, device=device)
+        for i, p in enumerate(planes):
+            qt[:64, i * n : (i + 1) * n].copy_(torch.from_numpy(p.transpose(2, 0, 1)).to(device).view(64, n))
+        qt[64] = 1.0
+        q = qt.t()
+    else:
+        # int16 -> float32 conversion writes straight into one [P*n, 65] GEMM operand (no
+        # stack); column 64 is ones, so the offset row of the matrix adds the level shift.
+        q = torch.empty(npl * n, 65, device=device)
+        for i, p in enumerate(planes):
+            q[i * n : (i + 1) * n, :64].copy_(torch.from_numpy(p).to(device).reshape(n, 64))
+        q[:, 64] = 1.0
     # one [blocks, 65] @ [65, 64] GEMM: on CPU this beats the separable 8x8 form (tiny-K
     # batched matmuls) and all-zero-AC skipping (gather/scatter cost more than the GEMM).
     pix = torch.mm(q, _dequant_idct(table, offset, device))
-    return pix.view(len(planes), by, bx, 8, 8).permute(0, 1, 3, 2, 4).reshape(len(planes), by * 8, bx * 8)
+    return pix.view(npl, by, bx, 8, 8).permute(0, 1, 3, 2, 4).reshape(npl, by * 8, bx * 8)
 
 
 def reconstruct(
@@ -438,7 +458,13 @@ def reconstruct(
     else:
         out = _idct(payload.planes, tabs[pt[0]], shift, dev)  # every plane uses table 0
     out = out[:, :h, :w].clamp_(0.0, 255.0)
-    return out.to(dtype) if dtype == torch.uint8 else out
+    if dtype != torch.uint8:
+        return out
+    if out.device.type == "cpu":
+        # numpy's float32 -> uint8 cast is vectorised (~4x torch's on CPU); both truncate,
+        # which on samples clamped to [0, 255] (carrying the +0.5) is the same floor.
+        return torch.from_numpy(out.numpy().astype(np.uint8))
+    return out.to(dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,6 +541,16 @@ class _BitReader:
         self.bytes = np.frombuffer(data + b"\0\0\0\0", dtype=np.uint8).astype(np.int64)
         self.nbits = 8 * len(data)
         self.pos = 0
+        self._words: np.ndarray | None = None
+
+    @property
+    def words(self) -> np.ndarray:
+        """``words[i]``: the big-endian 32-bit window starting at byte ``i`` (built once, so a
+        read gathers one word per field instead of four bytes)."""
+        if self._words is None:
+            b = self.bytes
+            self._words = (b[:-3] << 24) | (b[1:-2] << 16) | (b[2:-1] << 8) | b[3:]
+        return self._words
 
     def read(self, widths: np.ndarray | int, count: int | None = None) -> np.ndarray:
         if count is not None:
@@ -527,12 +563,15 @@ class _BitReader:
         total = int(end[-1])
         if self.pos + total > self.nbits:
             raise CodecError("Corrupt qpyr.dct data: raw bit stream is truncated.")
-        start = self.pos + end - w
-        i = start >> 3
-        b = self.bytes
-        word = (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
+        start = end - w
+        start += self.pos
+        word = self.words[start >> 3]
         self.pos += total
-        return (word >> (32 - (start & 7) - w)) & ((np.int64(1) << w) - 1)
+        start &= 7
+        start += w
+        word >>= 32 - start
+        word &= _LOW_MASK[w]
+        return word
 
 
 def _gather_bits(r: _BitReader, starts: np.ndarray, width: int) -> np.ndarray:
@@ -703,6 +742,70 @@ def _ac_contexts(eob: np.ndarray, blk: np.ndarray, k: np.ndarray) -> np.ndarray:
     return (_BAND[k] * 5 + ds) * 4 + dn
 
 
+# Decoder-side lookup tables for _ac_contexts (same values, fewer numpy passes):
+# _AC_BD[64 k + eob] = (band(k) * 5 + ds(eob - k)) * 4 and _AC_DN[d + 252] = dn(d) for the
+# neighbour term d = nb - 4 k in [-252, 252] (nb is a sum of four eobs <= 63).
+_AC_K, _AC_E = np.divmod(np.arange(64 * 64), 64)
+_AC_BD = (_BAND[_AC_K] * 5 + _DS[np.maximum(_AC_E - _AC_K, 0)]) * 4
+_AC_D = np.arange(-252, 253)
+_AC_DN = (_AC_D >= -8).astype(np.int64) + (_AC_D >= 4) + (_AC_D >= 24)
+
+
+def _pad1(a: np.ndarray, edge: bool) -> np.ndarray:
+    """``np.pad(a, 1, mode="edge" if edge else "constant")`` for 2-D ``a``, without np.pad's
+    Python overhead (a dozen calls per chunk: most of a small chunk's context modelling)."""
+    h, w = a.shape
+    p = np.empty((h + 2, w + 2), dtype=a.dtype)
+    p[1:-1, 1:-1] = a
+    if edge:
+        p[0, 1:-1] = a[0]
+        p[-1, 1:-1] = a[-1]
+        p[:, 0] = p[:, 1]
+        p[:, -1] = p[:, -2]
+    else:
+        p[0] = p[-1] = 0
+        p[1:-1, 0] = p[1:-1, -1] = 0
+    return p
+
+
+def _neighbour_sum_dec(e: np.ndarray) -> np.ndarray:
+    """Decoder copy of :func:`_neighbour_sum` (same values, fast padding)."""
+    p = _pad1(e, True)
+    return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
+
+
+def _eob_contexts_black_dec(dc: np.ndarray) -> np.ndarray:
+    """Decoder copy of :func:`_eob_contexts_black` (same values, fast padding)."""
+    dc = dc.astype(np.int64)
+    p = _pad1(dc, True)
+    g = np.abs(p[:-2, 1:-1] - dc) + np.abs(p[2:, 1:-1] - dc) + np.abs(p[1:-1, :-2] - dc) + np.abs(p[1:-1, 2:] - dc)
+    return np.minimum(np.frexp(g.astype(np.float64))[1], 7)
+
+
+def _eob_contexts_white_dec(eob_black_only: np.ndarray, black: np.ndarray) -> np.ndarray:
+    """Decoder copy of :func:`_eob_contexts_white` (same values, fast padding)."""
+    ep = _pad1(eob_black_only.astype(np.int64) * black, False)
+    bp = _pad1(black.astype(np.int64), False)
+    s = ep[:-2, 1:-1] + ep[2:, 1:-1] + ep[1:-1, :-2] + ep[1:-1, 2:]
+    n = bp[:-2, 1:-1] + bp[2:, 1:-1] + bp[1:-1, :-2] + bp[1:-1, 2:]
+    n = np.maximum(n, 1)
+    return np.searchsorted(_NB_EDGES, (2 * s + n) // (2 * n), side="right") - 1
+
+
+def _ac_contexts_lut(eob: np.ndarray, blk: np.ndarray, k: np.ndarray, base: int) -> np.ndarray:
+    """``base + _ac_contexts(eob, blk, k)`` by table lookups (decoder; equal by construction)."""
+    e = eob.ravel().astype(np.int64)
+    nb = _neighbour_sum_dec(eob.astype(np.int64)).ravel()
+    idx = k * 64
+    idx += e[blk]
+    out = (_AC_BD + base)[idx]
+    idx = nb[blk]
+    idx += 252
+    idx -= 4 * k
+    out += _AC_DN[idx]
+    return out
+
+
 class _Plane:
     """Per-plane symbol layout shared by encoder and decoder (decode order)."""
 
@@ -806,21 +909,25 @@ def _write_fields(raw: _BitWriter, signed: np.ndarray | None, extra: np.ndarray,
     raw.write(((extra << has_sign) | sbit)[sel], w[sel])
 
 
+_LOW_MASK = (np.int64(1) << np.arange(33, dtype=np.int64)) - 1  # [w] = 2^w - 1
+_TOK = np.arange(_NT, dtype=np.int64)
+_TOK_NX = np.where(_TOK >= 8, _TOK - 5, 0)  # token -> extra bit count
+_TOK_BASE = np.where(_TOK >= 8, np.int64(1) << _TOK_NX, _TOK)  # token -> magnitude sans extra bits
+_TOK_SIGNED_W = np.where(_TOK > 0, _TOK_NX + 1, 0)  # token -> extra bits + sign bit
+
+
 def _read_fields(raw: _BitReader, tok: np.ndarray, signed: bool) -> np.ndarray:
-    tok = tok.astype(np.int64)
-    big = tok >= 8
-    nx = np.where(big, tok - 5, 0)
-    out = np.where(big, np.int64(1) << nx, tok)  # magnitude without its extra bits
+    """Per token, its extra bits then (``signed``, non-zero tokens) a sign bit: one read of
+    every symbol's field, zero-width fields included (they read as 0), no index selection."""
+    tok = tok.astype(np.intp, copy=False)  # tokens are < _NT (the models' alphabets)
+    out = _TOK_BASE[tok]  # magnitude without its extra bits
     if signed:
-        sel = np.flatnonzero(tok)  # every non-zero value has a sign bit, so a non-empty field
-        if sel.size:
-            f = raw.read(nx[sel] + 1)
-            mag = out[sel] + (f >> 1)
-            out[sel] = np.where(f & 1, -mag, mag)
+        f = raw.read(_TOK_SIGNED_W[tok])
+        out += f >> 1
+        f &= 1
+        np.negative(out, out=out, where=f.astype(bool))
         return out
-    sel = np.flatnonzero(nx)
-    if sel.size:
-        out[sel] += raw.read(nx[sel])
+    out += raw.read(_TOK_NX[tok])
     return out
 
 
@@ -937,21 +1044,23 @@ def _decode_coefficients(data: bytes, shape: tuple[int, ...]) -> DctCoefficients
         if np.abs(dc).max() > _MAXC:
             raise CodecError(f"Corrupt {NAME} data: DC coefficient out of range.")
         eob = np.zeros((by, bx), dtype=np.int64)
-        ctx = pl.base + _CTX_EB + _eob_contexts_black(dc)
+        ctx = pl.base + _CTX_EB + _eob_contexts_black_dec(dc)
         eob[pl.black] = _read_fields(raw, tokens(ctx[pl.black]), False)
         if eob.max() > 63:
             raise CodecError(f"Corrupt {NAME} data: end-of-block position out of range.")
-        ctx = pl.base + _CTX_EW + _eob_contexts_white(eob, pl.black)
+        ctx = pl.base + _CTX_EW + _eob_contexts_white_dec(eob, pl.black)
         eob[~pl.black] = _read_fields(raw, tokens(ctx[~pl.black]), False)
         if eob.max() > 63:
             raise CodecError(f"Corrupt {NAME} data: end-of-block position out of range.")
         blk, k = _ac_positions(eob)
-        v = _read_fields(raw, tokens(pl.base + _CTX_AC + _ac_contexts(eob, blk, k)), True)
+        v = _read_fields(raw, tokens(_ac_contexts_lut(eob, blk, k, pl.base + _CTX_AC)), True)
         if v.size and np.abs(v).max() > _MAXC:
             raise CodecError(f"Corrupt {NAME} data: AC coefficient out of range.")
         qz = np.zeros((by * bx, 64), dtype=np.int16)  # natural order
         qz[:, 0] = dc.ravel()
-        qz[blk, ZIGZAG[k]] = v
+        blk *= 64
+        blk += ZIGZAG[k]
+        qz.reshape(-1)[blk] = v  # flat scatter: one index array instead of two
         out_planes.append(qz.reshape(by, bx, 64))
     return DctCoefficients(
         shape=(c, h, w),
@@ -993,6 +1102,20 @@ def _fast_encode(coefs: list[np.ndarray]) -> bytes:
     return zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_content_size=True).compress(raw)
 
 
+_TLS = threading.local()
+
+
+def _zstd_decompressor() -> Any:
+    """One ``ZstdDecompressor`` per thread (creating one costs ~8 us, a sizeable part of a
+    small chunk's decode; instances must not be shared between threads)."""
+    d = getattr(_TLS, "zstd_d", None)
+    if d is None:
+        import zstandard
+
+        d = _TLS.zstd_d = zstandard.ZstdDecompressor()
+    return d
+
+
 def _fast_decode(data: bytes, dims: list[tuple[int, int]]) -> tuple[np.ndarray, ...]:
     import zstandard
 
@@ -1004,7 +1127,11 @@ def _fast_decode(data: bytes, dims: list[tuple[int, int]]) -> tuple[np.ndarray, 
         raise CodecError(f"Corrupt {NAME} data: bad zstd frame ({e}).") from e
     if not 0 <= size <= bound:
         raise CodecError(f"Corrupt {NAME} data: zstd content size {size} outside 0..{bound}.")
-    raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=size)
+    try:
+        raw = _zstd_decompressor().decompress(data, max_output_size=size)
+    except zstandard.ZstdError as e:
+        _TLS.zstd_d = None  # start the next frame from a fresh context
+        raise CodecError(f"Corrupt {NAME} data: bad zstd frame ({e}).") from e
     if len(raw) != size:
         raise CodecError(f"Corrupt {NAME} data: zstd frame length mismatch.")
     buf = np.frombuffer(raw, dtype=np.uint8)
@@ -1055,3 +1182,10 @@ def _fast_decode(data: bytes, dims: list[tuple[int, int]]) -> tuple[np.ndarray, 
             if ac.size and (ac == _ESC).any():
                 raise CodecError(f"Corrupt {NAME} data: escape without a value.")
     return tuple(p.transpose(1, 2, 0) for p in planes)  # [by, bx, 64] views
+
+
+def chunk_quality(data: bytes) -> int | None:
+    """The quality a ``qpyr.dct`` chunk was encoded with (its header byte), or ``None`` for
+    chunks with explicit tables. Lets tools report the per-item quality of ``"chunk"`` buckets."""
+    flags, _c, _h, _w, _tables, _pos = _parse_header(bytes(data[:17 + 256]))
+    return None if flags & 4 else int(data[16])

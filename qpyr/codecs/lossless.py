@@ -287,30 +287,49 @@ def _forward_color(u: np.ndarray, cid: int, bits: int) -> np.ndarray:
 
 
 def _inverse_color(p: np.ndarray, cid: int, bits: int) -> np.ndarray:
-    """Inverse of :func:`_forward_color`, in place on ``p``."""
+    """Inverse of :func:`_forward_color`, in place on ``p``.
+
+    Written with ``out=`` ufuncs over whole planes: one temporary plane per transform instead
+    of a fresh array per operator (the arithmetic is the same, modulo ``2^bits``).
+    """
     if cid == 0:
         return p
-    half = _UINT[bits].type(1 << (bits - 1))
-    p1 = p[1] - half  # hp1/hp2: R - G; rct: B - G
-    p2 = p[2] - half
-    if cid == 1:
-        g = p[0].copy()
-        p[0] = p1 + g
-        p[1] = g
-        p[2] = p2 + g
-    elif cid == 2:
-        g = p[0].copy()
-        r = p1 + g
-        p[0] = r
-        p[1] = g
-        p[2] = p2 + _floor_avg(r, g)
-    else:
-        # planes are Y, U = B - G, V = R - G
-        q = (p1.view(_SINT[bits]).astype(np.int32) + p2.view(_SINT[bits])) >> 2
-        g = p[0] - q.astype(_SINT[bits]).view(_UINT[bits])
-        p[0] = p2 + g
-        p[1] = g
-        p[2] = p1 + g
+    ut = _UINT[bits]
+    half = ut.type(1 << (bits - 1))
+    if cid in (1, 2):
+        gh = p[0] - half  # G - half
+        np.add(p[1], gh, out=p[1])  # R = (R - G + half) + G - half
+        if cid == 1:
+            np.add(p[2], gh, out=p[2])  # B = (B - G + half) + G - half
+        else:  # B = (B - floor((R + G) / 2) + half) + floor((R + G) / 2) - half
+            g = p[0]
+            r = p[1]
+            np.subtract(p[2], half, out=p[2])
+            avg = np.right_shift(r, 1)
+            np.add(p[2], avg, out=p[2])
+            np.right_shift(g, 1, out=avg)
+            np.add(p[2], avg, out=p[2])
+            np.bitwise_and(r, g, out=avg)
+            np.bitwise_and(avg, 1, out=avg)
+            np.add(p[2], avg, out=p[2])
+        gh += half  # G
+        p[0] = p[1]
+        p[1] = gh
+        return p
+    # rct: planes are Y, U + half = B - G + half, V + half = R - G + half (U, V signed);
+    # G = Y - floor((U + V) / 4), R = V + G, B = U + G.
+    wide = np.int16 if bits == 8 else np.int32
+    q = p[1].astype(wide)
+    np.add(q, p[2], out=q, casting="unsafe")
+    q -= wide(2 * int(half))  # U + V
+    q >>= 2
+    g = q.astype(ut)  # floor((U + V) / 4) modulo 2^bits
+    np.subtract(p[0], g, out=g)  # G
+    np.add(p[2], g, out=p[0])
+    np.subtract(p[0], half, out=p[0])  # R
+    np.add(p[1], g, out=p[2])
+    np.subtract(p[2], half, out=p[2])  # B
+    p[1] = g
     return p
 
 

@@ -1,0 +1,196 @@
+"""Decode-speed benchmark, one core: qpyr codecs vs the Pillow decoder of the same image.
+
+For each photo (scikit-image; default astronaut) and chunk size (default 512), prints decode
+milliseconds and images/s of
+
+- ``qpyr.dct`` ``ctx`` / ``fast`` x ``420`` / ``444`` (``DctCodec.decode``: entropy decode +
+  torch reconstruct to ``uint8``, with the two halves timed on their own too), against Pillow
+  JPEG decode of the same image at the same quality and subsampling (``optimize=True``);
+- ``qpyr.lossless`` (default codec: JPEG-LS via CharLS after a colour transform; the CharLS
+  call and the colour inverse timed on their own too), against Pillow PNG decode
+  (``optimize=True``) of the same image,
+
+and the ratio qpyr images/s / peer images/s (>= 1.0 is the design target). Peer and qpyr are
+timed interleaved in the same run, best of ``--repeat``, with ``torch.set_num_threads(1)``,
+because timings on a shared machine are noisy.
+
+``--baseline DIR`` also times reference copies of ``dct.py`` / ``lossless.py`` found in DIR
+(e.g. the files before an optimisation: ``git show HEAD:qpyr/codecs/dct.py > DIR/dct.py``) on
+the same streams, interleaved, and checks that they decode to the same pixels.
+
+Usage: python tools/bench_decode.py [--photos astronaut,coffee] [--sizes 512,128]
+       [--quality 75] [--repeat 50] [--baseline DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import io
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import torch  # noqa: E402
+
+from qpyr.codecs import dct, lossless  # noqa: E402
+
+
+def _photo(name: str) -> np.ndarray:
+    from skimage import data
+
+    if name == "motorcycle":
+        return data.stereo_motorcycle()[0]
+    return getattr(data, name)()
+
+
+def _load(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _best(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
+    """Best-of-``repeat`` seconds per function, calls interleaved round-robin."""
+    for f in fns.values():
+        f()
+    ts: dict[str, float] = {k: float("inf") for k in fns}
+    for _ in range(repeat):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            ts[k] = min(ts[k], time.perf_counter() - t)
+    return ts
+
+
+def _pil_decoder(blob: bytes) -> Callable[[], np.ndarray]:
+    from PIL import Image
+
+    def dec() -> np.ndarray:
+        im = Image.open(io.BytesIO(blob))
+        im.load()
+        return np.asarray(im)
+
+    return dec
+
+
+def _line(label: str, t: float, peer: str, tp: float, extra: str = "") -> str:
+    return (
+        f"  {label:<22}{t * 1e3:7.2f} ms {1 / t:7.0f} img/s | {peer} {tp * 1e3:6.2f} ms {1 / tp:7.0f} img/s"
+        f" | ratio {tp / t:5.2f}x{extra}"
+    )
+
+
+def bench_dct(img: np.ndarray, quality: int, repeat: int, base: ModuleType | None) -> None:
+    from PIL import Image
+
+    chunk = np.ascontiguousarray(img.transpose(2, 0, 1))
+    for ch, sub in (("420", 2), ("444", 0)):
+        bio = io.BytesIO()
+        Image.fromarray(img).save(bio, "JPEG", quality=quality, optimize=True, subsampling=sub)
+        pil = _pil_decoder(bio.getvalue())
+        for entropy in ("ctx", "fast"):
+            codec = dct.DctCodec(quality=quality, chroma=ch, entropy=entropy)  # type: ignore[arg-type]
+            _bench_dct_one(codec, chunk, pil, f"dct {entropy} {ch} q{quality}", repeat, base)
+
+
+def _bench_dct_one(
+    codec: dct.DctCodec, chunk: np.ndarray, pil: Callable[[], Any], label: str, repeat: int, base: ModuleType | None
+) -> None:
+    data = codec.encode(chunk)
+    payload = codec.decode_coefficients(data, chunk.shape)
+    fns: dict[str, Callable[[], Any]] = {
+        "peer": pil,
+        "decode": lambda: codec.decode(data, chunk.shape),
+        "entropy": lambda: codec.decode_coefficients(data, chunk.shape),
+        "torch": lambda: dct.reconstruct(payload, "cpu", torch.uint8),
+    }
+    same = ""
+    if base is not None:
+        bcodec = base.DctCodec()
+        fns["base"] = lambda: bcodec.decode(data, chunk.shape)
+        ok = np.array_equal(bcodec.decode(data, chunk.shape), codec.decode(data, chunk.shape))
+        same = " same pixels" if ok else " PIXELS DIFFER"
+    t = _best(fns, repeat)
+    extra = f" (entropy {t['entropy'] * 1e3:.2f} + torch {t['torch'] * 1e3:.2f})"
+    if base is not None:
+        extra += f" | baseline {t['base'] * 1e3:.2f} ms ({t['base'] / t['decode']:.2f}x slower,{same})"
+    print(_line(label, t["decode"], "Pillow JPEG", t["peer"], extra))
+
+
+def bench_lossless(img: np.ndarray, repeat: int, base: ModuleType | None) -> None:
+    from PIL import Image
+
+    chunk = np.ascontiguousarray(img.transpose(2, 0, 1))
+    bio = io.BytesIO()
+    Image.fromarray(img).save(bio, "PNG", optimize=True)
+    pil = _pil_decoder(bio.getvalue())
+    codec = lossless.LosslessCodec()
+    data = codec.encode(chunk)
+    hd = lossless.read_header(data)
+    c, h, w = hd["shape"]
+    body = memoryview(data)[lossless.HEADER_SIZE :]
+    planes = lossless._jpegls_decode(body, c, h, w, hd["bits"])
+    fns: dict[str, Callable[[], Any]] = {
+        "peer": pil,
+        "decode": lambda: codec.decode(data, chunk.shape, np.uint8),
+        "charls": lambda: lossless._jpegls_decode(body, c, h, w, hd["bits"]),
+        "color": lambda: lossless._inverse_color(planes.copy(), hd["color"], hd["bits"]),
+        "copy": lambda: planes.copy(),
+    }
+    same = ""
+    if base is not None:
+        fns["base"] = lambda: base.decode(data, chunk.shape, np.uint8)
+        ok = np.array_equal(base.decode(data, chunk.shape, np.uint8), codec.decode(data, chunk.shape, np.uint8))
+        same = " same pixels" if ok else " PIXELS DIFFER"
+    t = _best(fns, repeat)
+    mb = chunk.nbytes / 1e6
+    extra = (
+        f" (CharLS {t['charls'] * 1e3:.2f} = {mb / t['charls']:.0f} MB/s + colour inverse "
+        f"{max(t['color'] - t['copy'], 0) * 1e3:.2f}; color id {hd['color']})"
+    )
+    if base is not None:
+        extra += f" | baseline {t['base'] * 1e3:.2f} ms ({t['base'] / t['decode']:.2f}x slower,{same})"
+    print(_line("lossless med", t["decode"], "Pillow PNG ", t["peer"], extra))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--photos", default="astronaut")
+    ap.add_argument("--sizes", default="512", help="square crop sizes (top-left), comma separated")
+    ap.add_argument("--quality", type=int, default=75)
+    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--baseline", type=Path, default=None, help="directory with reference dct.py/lossless.py")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    bdct = blos = None
+    if args.baseline is not None:
+        if (args.baseline / "dct.py").exists():
+            bdct = _load(args.baseline / "dct.py", "qpyr.codecs._baseline_dct")
+        if (args.baseline / "lossless.py").exists():
+            blos = _load(args.baseline / "lossless.py", "qpyr.codecs._baseline_lossless")
+    print(
+        f"Decode speed, 1 core (torch.set_num_threads(1)), best of {args.repeat} interleaved; "
+        f"torch {torch.__version__}. ratio = qpyr img/s / peer img/s (target >= 1.0)."
+    )
+    for name in args.photos.split(","):
+        full = _photo(name)
+        for s in (int(v) for v in args.sizes.split(",")):
+            img = np.ascontiguousarray(full[:s, :s, :3])
+            print(f"{name} {img.shape[1]}x{img.shape[0]} RGB:")
+            bench_dct(img, args.quality, args.repeat, bdct)
+            bench_lossless(img, args.repeat, blos)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,8 +12,15 @@ import pytest
 import torch
 
 import qpyr
-from qpyr.errors import (ChecksumError, FormatError, IncompleteStoreError, InputError, ItemNotFoundError,
-                         StoreExistsError, UnsupportedVersionError)
+from qpyr.errors import (
+    ChecksumError,
+    FormatError,
+    IncompleteStoreError,
+    InputError,
+    ItemNotFoundError,
+    StoreExistsError,
+    UnsupportedVersionError,
+)
 from qpyr.export import to_source_array
 
 RNG = np.random.default_rng(1234)

@@ -23,10 +23,10 @@ import numpy as np
 __all__ = ["plan_image", "add_parser"]
 
 
-def _load(src: Any) -> np.ndarray:
+def _load(src: Any, storage_options: dict[str, Any] | None = None) -> np.ndarray:
     from .inputs import discover, load
 
-    refs = list(discover([src]))
+    refs = list(discover([src], storage_options=storage_options))
     if len(refs) != 1:
         from .errors import InputError
 
@@ -35,18 +35,18 @@ def _load(src: Any) -> np.ndarray:
 
 
 def plan_image(image: Any, policy: Any, *, previous: Any = None, levels: int | None = None,
-               frontier: bool = True) -> dict[str, Any]:
+               frontier: bool = True, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The plan of ``policy`` for one image (a path/URL or ``[C, H, W]`` array) as a JSON-ready
     dict (see the module docstring). ``previous``: the previous frame (side information)."""
     from .format import json_float
     from .policy import parse_policy, plan_levels
     from .pyramid import build_pyramid
 
-    arr = _load(image) if isinstance(image, str) else np.asarray(image)
+    arr = _load(image, storage_options) if isinstance(image, str) else np.asarray(image)
     lv = build_pyramid(arr, levels)
     prev = None
     if previous is not None:
-        parr = _load(previous) if isinstance(previous, str) else np.asarray(previous)
+        parr = _load(previous, storage_options) if isinstance(previous, str) else np.asarray(previous)
         prev = build_pyramid(parr, len(lv)) if parr.shape == arr.shape else None
     p: Any = parse_policy(policy)
     out: dict[str, Any] = {"policy": p.spec, "describe": p.describe() if hasattr(p, "describe") else {},
@@ -97,7 +97,10 @@ def render_plan(d: dict[str, Any]) -> str:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    d = plan_image(args.image, args.policy, previous=args.previous, levels=args.levels)
+    from .cli import _storage_options
+
+    d = plan_image(args.image, args.policy, previous=args.previous, levels=args.levels,
+                   storage_options=_storage_options(args.storage_option))
     print(json.dumps(d, indent=2) if args.json else render_plan(d))
     return 0
 
@@ -111,4 +114,6 @@ def add_parser(sub: Any) -> None:
     sp.add_argument("--previous", metavar="FRAME", help="previous frame (side information for saliency:frames=true)")
     sp.add_argument("--levels", type=int, metavar="N", help="levels incl. level 0")
     sp.add_argument("--json", action="store_true", help="machine-readable output (incl. the RD frontier)")
+    sp.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                    help="fsspec storage option for IMAGE/FRAME URLs (repeatable; dotted keys nest)")
     sp.set_defaults(func=_cmd_plan)

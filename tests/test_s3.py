@@ -188,3 +188,17 @@ def test_credentials_come_from_the_usual_environment_variables(s3_store, monkeyp
     s3fs.S3FileSystem.clear_instance_cache()
     with pytest.raises(StorageError, match="Unable to locate credentials.*AWS_ACCESS_KEY_ID"):
         qpyr.open(url, storage_options=endpoint_only)
+
+
+def test_cli_plan_reads_an_image_from_the_bucket(s3, small_photos, capsys):
+    import json
+
+    import fsspec
+    import imagecodecs
+
+    bucket, so = s3
+    with fsspec.open(f"{bucket}/img/chelsea.png", "wb", **so) as f:
+        f.write(imagecodecs.png_encode(small_photos["chelsea"]))
+    assert main(["plan", f"{bucket}/img/chelsea.png", "--policy", "adaptive", "--json", "--levels", "2", *_opts(so)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["shape"][0] == 3 and len(d["levels"]) == 2

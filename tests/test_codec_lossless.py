@@ -321,17 +321,30 @@ def _restamp(blob: bytes) -> bytes:
     return _fix_crc(blob[:20] + struct.pack("<I", len(blob) - HEADER_SIZE) + blob[24:])
 
 
-def test_truncated_jpegls_payload_fails_fast() -> None:
+def test_truncated_jpegls_payload_fails_fast(monkeypatch) -> None:
     """CharLS 2.4 spends seconds on some streams that end mid-scan (this one: ~3 s); the
-    decoder requires the EOI marker at the end, so even a CRC-valid truncation fails at once."""
-    import time
+    decoder requires the EOI marker at the end, so a CRC-valid truncation is rejected before
+    CharLS ever sees it. (How long rejections take is measured by tools/bench_lossless.py
+    --hostile, not asserted here: timings on shared machines are noise.)"""
+    import imagecodecs
 
+    calls: list[int] = []
+    real = imagecodecs.jpegls_decode
+
+    def spy(data, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(data))
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(imagecodecs, "jpegls_decode", spy)
     good, a = _ENCODED["med8"]
-    for blob in (good[:118], good[:118] + b"\xff\xd9", good[: HEADER_SIZE + 40]):
-        t0 = time.perf_counter()
-        with pytest.raises(CodecError):
+    for blob in (good[:118], good[: HEADER_SIZE + 40]):
+        with pytest.raises(CodecError, match="does not end with EOI"):
             LosslessCodec().decode(_restamp(blob), a.shape, a.dtype)
-        assert time.perf_counter() - t0 < 0.5
+    assert calls == []  # rejected on the marker check, CharLS never ran
+    # ending in EOI, the truncated scan reaches CharLS, which fails at the marker
+    with pytest.raises(CodecError):
+        LosslessCodec().decode(_restamp(good[:118] + b"\xff\xd9"), a.shape, a.dtype)
+    assert len(calls) == 1
 
 
 def test_zstd_payload_must_be_exactly_one_frame() -> None:

@@ -149,7 +149,7 @@ def _open_objects(node: Any, where: str) -> list[str]:
 def test_schemas_are_valid_draft_2020_12_and_closed() -> None:
     for p in sorted(SCHEMAS.glob("*.schema.json")):
         schema = _load(p)
-        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        assert schema["$schema"] == Draft202012Validator.META_SCHEMA["$id"]  # the 2020-12 dialect
         Draft202012Validator.check_schema(schema)
         assert _open_objects(schema, "") == [], f"{p.name}: objects without additionalProperties: false"
 

@@ -16,7 +16,11 @@ level 9) and zstd-19.
 ``--tile N`` codes every photo as independent ``N x N`` chunks (as a pyramid level stores
 them) instead of whole images.
 
-Usage: python tools/bench_lossless.py [--tile 256] [--repeat 3] [--quick] [--no16]
+``--hostile`` times how fast the JPEG-LS stage rejects truncated streams (cut mid-scan, with and
+without a trailing EOI marker) against decoding the intact stream: CharLS 2.4 can spend seconds
+on a stream that runs out mid-scan, which is why the decoder demands EOI before calling it.
+
+Usage: python tools/bench_lossless.py [--tile 256] [--repeat 3] [--quick] [--no16] [--hostile]
 """
 
 from __future__ import annotations
@@ -135,6 +139,35 @@ def bench(images: dict[str, np.ndarray], tile: int | None, repeat: int) -> None:
     print(f"geometric mean ratio  qpyr/png = {_gmean(ratios_png):.3f}   qpyr/zstd19 = {_gmean(ratios_zstd):.3f}")
 
 
+def hostile(img: np.ndarray, repeat: int) -> None:
+    """Rejection time of truncated JPEG-LS payloads vs the intact decode (one core, best of N)."""
+    from qpyr.codecs.lossless import HEADER_SIZE, _jpegls_decode
+    from qpyr.errors import CodecError
+
+    crop = np.ascontiguousarray(img[:, :64, :64])
+    c, h, w = crop.shape
+    payload = LosslessCodec(color="none").encode(crop)[HEADER_SIZE:]
+
+    def best(data: bytes) -> tuple[float, str]:
+        t, outcome = math.inf, "decoded"
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            try:
+                _jpegls_decode(memoryview(data), c, h, w, 8)
+            except CodecError:
+                outcome = "rejected"
+            t = min(t, time.perf_counter() - t0)
+        return t, outcome
+
+    ref, _ = best(payload)
+    print(f"\nhostile JPEG-LS streams ({c}x{h}x{w} crop, {len(payload)} B payload): time / intact decode ({ref * 1e3:.3f} ms)")
+    for label, data in (("cut at 1/3, no EOI", payload[: len(payload) // 3]),
+                        ("cut at 1/3 + EOI", payload[: len(payload) // 3] + b"\xff\xd9"),
+                        ("cut at 2/3, no EOI", payload[: 2 * len(payload) // 3])):
+        t, outcome = best(data)
+        print(f"  {label:<22} {outcome:<9} {t * 1e3:9.3f} ms   {t / ref:7.2f}x")
+
+
 def _gmean(r: list[float]) -> float:
     return math.exp(sum(map(math.log, r)) / len(r))
 
@@ -145,7 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeat", type=int, default=3, help="timing repeats (best of)")
     ap.add_argument("--quick", action="store_true", help="skip retina (1411x1411)")
     ap.add_argument("--no16", action="store_true", help="skip the 16-bit section")
+    ap.add_argument("--hostile", action="store_true", help="only time the rejection of truncated JPEG-LS streams")
     args = ap.parse_args(argv)
+    if args.hostile:
+        hostile(load("astronaut"), args.repeat)
+        return
     names = [n for n in PHOTOS if not (args.quick and n == "retina")]
     imgs = {n: load(n) for n in names}
     print("bpp = bits per pixel (all channels); enc/dec = MB/s of raw samples, one core; B = bytes incl. headers")

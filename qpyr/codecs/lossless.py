@@ -104,22 +104,9 @@ class LosslessCodec:
     @classmethod
     def from_dict(cls, d: Any) -> LosslessCodec:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`CodecError` naming them."""
-        if not isinstance(d, Mapping) or d.get("name") != NAME:
-            raise CodecError(f"Expected a codec object with name {NAME!r}. Got {d!r}.")
-        extra = set(d) - {"name", "configuration"}
-        if extra:
-            raise CodecError(f"Unknown field(s) {sorted(extra)} in codec {NAME!r}; expected 'name', 'configuration'.")
-        conf = d.get("configuration", {})
-        if conf is None:
-            conf = {}
-        if not isinstance(conf, Mapping):
-            raise CodecError(f"Expected an object as {NAME!r} configuration. Got {conf!r}.")
-        unknown = set(conf) - set(_DEFAULTS)
-        if unknown:
-            raise CodecError(
-                f"Unknown configuration key(s) {sorted(unknown)} for codec {NAME!r}; expected {sorted(_DEFAULTS)}."
-            )
-        return cls(**dict(conf))
+        from ._config import parse_config
+
+        return cls(**parse_config(d, NAME, _DEFAULTS, mapping=Mapping, null_configuration=True))
 
     def zarr_chain(self, dtype: np.dtype[Any]) -> list[dict[str, Any]]:
         """The codec as a (qpyr-specific) Zarr v3 array-to-bytes codec."""

@@ -16,25 +16,9 @@ import numpy as np
 import zstandard
 
 from ..errors import CodecError
+from ._config import parse_config
 
 __all__ = ["ZstdCodec", "BloscCodec"]
-
-
-def _parse_config(d: Any, name: str, allowed: set[str]) -> dict[str, Any]:
-    if not isinstance(d, dict) or d.get("name") != name:
-        raise CodecError(f"Expected codec {name!r}. Got {d!r}.")
-    unknown = set(d) - {"name", "configuration"}
-    if unknown:
-        raise CodecError(f"Unknown field(s) {sorted(unknown)} in codec {name!r}.")
-    conf = d.get("configuration", {})
-    if not isinstance(conf, dict):
-        raise CodecError(f"Expected an object as {name!r} configuration. Got {conf!r}.")
-    bad = set(conf) - allowed
-    if bad:
-        raise CodecError(
-            f"Unknown configuration key(s) {sorted(bad)} for codec {name!r}; expected {sorted(allowed)}."
-        )
-    return conf
 
 
 def _bytes_codec(dtype: np.dtype[Any]) -> dict[str, Any]:
@@ -74,7 +58,7 @@ class ZstdCodec:
 
     @classmethod
     def from_dict(cls, d: Any) -> ZstdCodec:
-        return cls(**_parse_config(d, "zstd", {"level"}))
+        return cls(**parse_config(d, "zstd", {"level"}))
 
     def zarr_chain(self, dtype: np.dtype[Any]) -> list[dict[str, Any]]:
         return [_bytes_codec(dtype), {"name": "zstd", "configuration": {"level": self.level, "checksum": False}}]
@@ -121,7 +105,7 @@ class BloscCodec:
 
     @classmethod
     def from_dict(cls, d: Any) -> BloscCodec:
-        return cls(**_parse_config(d, "blosc", {"clevel", "shuffle"}))
+        return cls(**parse_config(d, "blosc", {"clevel", "shuffle"}))
 
     def zarr_chain(self, dtype: np.dtype[Any]) -> list[dict[str, Any]]:
         return [

@@ -95,12 +95,9 @@ class TilesChunkCodec:
 
     @classmethod
     def from_dict(cls, d: Any) -> TilesChunkCodec:
-        if not isinstance(d, dict) or d.get("name") != cls.name or set(d) - {"name", "configuration"}:
-            raise CodecError(f"Expected codec {cls.name!r}. Got {d!r}.")
-        conf = d.get("configuration", {})
-        if not isinstance(conf, dict) or set(conf) - {"tile"}:
-            raise CodecError(f"Unknown configuration of codec {cls.name!r}; expected ['tile']. Got {conf!r}.")
-        return cls(**conf)
+        from ._config import parse_config
+
+        return cls(**parse_config(d, cls.name, {"tile"}))
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name} if self.tile == 64 else {"name": self.name, "configuration": {"tile": self.tile}}

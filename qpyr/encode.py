@@ -95,7 +95,8 @@ def encode_level(
     """Encode ``level`` (``[C, h, w]`` in level units) with ``enc``.
 
     Chunks cover the item's extent in tiles of the bucket's chunk shape; the padding past the
-    extent replicates edge samples (cheap for every codec, no ringing for DCT).
+    extent is the codec's own ``pad`` where it has one (``qpyr.dct``: block-constant fill) and
+    edge replication otherwise (cheap for every codec, no ringing).
 
     ``keep_recon``: also return the decoded level (``EncodedLevel.recon``). ``tile_classes``
     (``qpyr.tiles`` only): uint8 class map of the level on the codec's tile grid; tiles past
@@ -114,10 +115,9 @@ def encode_level(
     c, h, w = level.shape
     th, tw = spec.chunk_hw
     ny, nx = -(-h // th), -(-w // tw)
-    if getattr(enc.codec, "name", "") == "qpyr.dct" and stored.dtype == np.uint8:
-        from .codecs.dct import pad_for_dct
-
-        padded = pad_for_dct(stored, ny * th, nx * tw)  # block-constant fill: padding costs ~0 bits
+    pad = getattr(enc.codec, "pad", None)  # a codec may pad in the way that costs it least
+    if pad is not None:
+        padded = pad(stored, ny * th, nx * tw)
     else:
         padded = np.pad(stored, ((0, 0), (0, ny * th - h), (0, nx * tw - w)), mode="edge")
     if spec.packed:

@@ -387,8 +387,6 @@ class _Searcher:
     def __init__(self, level: np.ndarray, source_dtype: np.dtype[Any], li: int, slots_per_task: int):
         self.level, self.dt, self.li, self.spt = level, np.dtype(source_dtype), li, slots_per_task
         self.tried: list[Any] = []
-        self.family = "ssim"  # DCT table family searched over
-        self.entropy = "ctx"  # DCT entropy coder of the candidates
 
     def trial(self, enc: Encoding, measured: Any = None) -> Any:
         """Encode with ``enc``; ``measured``: a :meth:`probe` of the same encoding, whose
@@ -408,7 +406,7 @@ class _Searcher:
         return encode_level(self.level, self.dt, enc, li=self.li, slots_per_task=self.spt, simulate=True)
 
     def min_dct_quality(self, chroma: str, ssim: float | None, psnr: float | None, lo: int = 1,
-                        start: int = 75) -> Any | None:
+                        start: int = 75, *, family: str = "ssim", entropy: str = "ctx") -> Any | None:
         """Smallest DCT quality in lo..100 meeting the floors, or None if quality 100 misses.
 
         SSIM and PSNR grow with quality, so the answer is found by bracketing from ``start``
@@ -419,7 +417,7 @@ class _Searcher:
 
         def ev(q: int) -> Any:
             if q not in cache:
-                cache[q] = self.probe(dct_encoding(q, chroma, self.dt, self.family, self.entropy))
+                cache[q] = self.probe(dct_encoding(q, chroma, self.dt, family, entropy))
             return cache[q]
 
         def score(e: Any) -> float:  # >= 0 iff the floors are met (worst margin)
@@ -460,7 +458,7 @@ class _Searcher:
                 hi = mid
             else:
                 lo = mid + 1
-        return self.trial(dct_encoding(hi, chroma, self.dt, self.family, self.entropy), measured=cache[hi])  # entropy-code the winner only
+        return self.trial(dct_encoding(hi, chroma, self.dt, family, entropy), measured=cache[hi])  # entropy-code the winner only
 
 
 @dataclass(frozen=True)
@@ -494,11 +492,10 @@ class QualityPolicy:
         for li, lv in enumerate(levels):
             ssim, psnr = self.floors.at(li)
             s = _Searcher(lv, source_dtype, li, slots_per_task)
-            s.family, s.entropy = self.family, self.entropy
             cands = []
             if lv.dtype != np.bool_:
                 for ch in (("444", "420") if self.chroma == "auto" else (self.chroma,)):
-                    e = s.min_dct_quality(ch, ssim, psnr, start=start[ch])
+                    e = s.min_dct_quality(ch, ssim, psnr, start=start[ch], family=self.family, entropy=self.entropy)
                     if e is not None:
                         cands.append(e)
                         start[ch] = int(e.encoding.codec.to_dict().get("configuration", {}).get("quality", 90))
@@ -541,8 +538,8 @@ class FloorPolicy:
             if enc.codec.name == "qpyr.dct":
                 conf = enc.codec.to_dict().get("configuration", {})
                 q0 = int(conf.get("quality", 90))
-                s.family, s.entropy = conf.get("family", "annexk"), conf.get("entropy", "ctx")
-                better = s.min_dct_quality(conf.get("chroma", "420"), ssim, psnr, lo=q0 + 1, start=max(q0 + 1, 75))
+                better = s.min_dct_quality(conf.get("chroma", "420"), ssim, psnr, lo=q0 + 1, start=max(q0 + 1, 75),
+                                           family=conf.get("family", "annexk"), entropy=conf.get("entropy", "ctx"))
             else:
                 ladder = [StoredType.UINT4, StoredType.UINT8, StoredType.FLOAT16, StoredType.FLOAT32]
                 cur = enc.quantizer.dtype

@@ -60,6 +60,16 @@ class DctChunkCodec:
     def zarr_chain(self, dtype: np.dtype[Any]) -> list[dict[str, Any]]:
         return [self.to_dict()]
 
+    def pad(self, stored: np.ndarray, height: int, width: int) -> np.ndarray:
+        """Pad an item's ``[C, h, w]`` samples to the bucket's ``[C, height, width]``: block-constant
+        fill past the 16-aligned extent, which the DCT codes in almost no bits."""
+        if stored.dtype != np.uint8:  # encode() rejects it; pad like every other codec meanwhile
+            c, h, w = stored.shape
+            return np.pad(stored, ((0, 0), (0, height - h), (0, width - w)), mode="edge")
+        from .dct import pad_for_dct
+
+        return pad_for_dct(stored, height, width)
+
     def encode(self, chunk: np.ndarray) -> bytes:
         if chunk.dtype != np.uint8:
             raise CodecError(f"qpyr.dct encodes uint8 samples. Got {chunk.dtype}.")

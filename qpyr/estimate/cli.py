@@ -82,14 +82,9 @@ def add_parser(subparsers: Any) -> None:
     sp.set_defaults(func=run)
 
 
-def _storage_options(pairs: list[str] | None) -> dict[str, Any] | None:
-    from qpyr.cli import _storage_options as parse
-
-    return parse(pairs)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``qpyr estimate`` for parsed ``args``; print the table (or JSON); return the exit code."""
+    from qpyr.cli import _storage_options  # the one KEY=VALUE parser of every command
     from qpyr.estimate import render
     from qpyr.estimate.estimator import estimate
     from qpyr.estimate.existing import estimate_store

@@ -139,6 +139,8 @@ class LevelPayload:
             ``(y, x, coefficients)`` of each chunk, in sample coordinates relative to the
             result, and ``tile_shape`` the chunks' ``(C, H, W)``.
         stored_dtype: numpy name of the stored sample type.
+        pruned: the level's codec (``qpyr.tiles``) may leave pruned tiles as NaN, for the
+            reader to fill from the next coarser level (``qpyr.saliency.fill_levels``).
     """
 
     quantizer: Quantizer
@@ -154,6 +156,7 @@ class LevelPayload:
     codec: Any = None
     tiles: tuple[tuple[int, int, Any], ...] = ()
     tile_shape: tuple[int, int, int] = (0, 0, 0)
+    pruned: bool = False
 
     @property
     def shape(self) -> tuple[int, int, int]:

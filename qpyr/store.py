@@ -105,6 +105,7 @@ class _Bucket:
         self.split: Any = None if s.packed else split_codec(enc.codec)
         # codecs known to decode from any buffer (a memoryview into the fetched range)
         self.takes_buffer = isinstance(enc.codec, (ZstdCodec, BloscCodec))
+        self.pruned = enc.codec.name == "qpyr.tiles"  # may decode NaN tiles for the reader to fill
         self._params_suffix = "/0" * len(self.params_shape or ())
 
     def params_key(self, slot: int) -> str:
@@ -603,7 +604,7 @@ class Store:
                 params = params[:, :, :-(-h // bs), :-(-w // bs)].contiguous()
         common = dict(quantizer=b.enc.quantizer, value_scale=_VALUE_SCALES[int(self._sources[r.i, 0])],
                       height=r.y1 - r.y0, width=r.x1 - r.x0, origin=(r.y0, r.x0), stored_dtype=b.dtype_name,
-                      channels=b.spec.channels, params=params)
+                      channels=b.spec.channels, params=params, pruned=b.pruned)
         if "tiles" in o:
             return LevelPayload(**common, codec=b.split, tiles=tuple(o["tiles"]),  # type: ignore[arg-type]
                                 tile_shape=b.chunk_shape[1:])
@@ -701,7 +702,7 @@ class Store:
                               coefficients=dev.type != "cpu", pin_memory=dev.type == "cuda")
         if dequantize:
             out = {li: p.decode(dev, dtype) for li, p in payloads.items()}
-            if any(p.samples is not None and p.samples.is_floating_point() for p in payloads.values()):
+            if any(p.pruned for p in payloads.values()):
                 from .saliency import fill_levels  # qpyr.tiles: pruned tiles (NaN) from the coarser level
 
                 out = fill_levels(self, item, out, region, dev, dtype)
@@ -733,9 +734,9 @@ class Store:
         if dequantize:
             outs = decode_payloads(payloads, dev, dtype)
             for k, (p, t) in enumerate(zip(payloads, outs, strict=True)):
-                # qpyr.tiles: pruned tiles (NaN) from the coarser level. Only float-stored levels
-                # can hold NaN: integer levels skip the scan (it costs as much as the decode).
-                if p.samples is not None and p.samples.is_floating_point() and bool(torch.isnan(t).any()):
+                # qpyr.tiles: pruned tiles (NaN) from the coarser level; other levels skip the
+                # NaN scan (it costs as much as the decode).
+                if p.pruned:
                     from .saliency import fill_levels
 
                     li = level if isinstance(level, int) else self.pick_level(

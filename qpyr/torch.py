@@ -115,7 +115,7 @@ class _Source:
                     levels[j][li] = p
                 else:
                     t = p.decode("cpu", self.dtype)
-                    if p.samples is not None and p.samples.is_floating_point() and bool(torch.isnan(t).any()):
+                    if p.pruned:
                         from .saliency import fill_levels  # pruned qpyr.tiles, filled as Store.read does
 
                         t = fill_levels(st, idx[j], {li: t}, None, "cpu", self.dtype)[li]

@@ -99,6 +99,14 @@ def ijg_tables(quality: int, family: str = "annexk") -> np.ndarray:
 # Codec configuration
 
 
+def _chunk_array(chunk: np.ndarray) -> np.ndarray:
+    """``chunk`` as the ``uint8 [C, H, W]`` array the encoder takes (C in 1..255, H, W >= 1)."""
+    arr = np.asarray(chunk)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or min(arr.shape) < 1 or arr.shape[0] > 255:
+        raise ValueError(f"Expected a uint8 array [C, H, W] with C in 1..255. Got {arr.dtype} {arr.shape}.")
+    return arr
+
+
 def pad_for_dct(arr: np.ndarray, height: int, width: int, *, unit: int = 16) -> np.ndarray:
     """Pad ``[C, h, w]`` to ``[C, height, width]`` so that the padding costs almost no bits.
 
@@ -266,9 +274,7 @@ class DctCodec:
 
     def encode(self, chunk: np.ndarray) -> bytes:
         """Encode ``uint8 [C, H, W]`` (C in 1..255, H, W >= 1) to bytes."""
-        arr = np.asarray(chunk)
-        if arr.dtype != np.uint8 or arr.ndim != 3 or min(arr.shape) < 1 or arr.shape[0] > 255:
-            raise ValueError(f"Expected a uint8 array [C, H, W] with C in 1..255. Got {arr.dtype} {arr.shape}.")
+        arr = _chunk_array(chunk)
         c, h, w = arr.shape
         ycbcr = c == 3
         sub = ycbcr and self.chroma == "420"
@@ -341,9 +347,7 @@ class DctCodec:
         Bit-exact with the real round trip (the entropy stage is lossless), several times
         cheaper: quality searches measure candidates with it and entropy-code only the winner.
         """
-        arr = np.asarray(chunk)
-        if arr.dtype != np.uint8 or arr.ndim != 3 or min(arr.shape) < 1 or arr.shape[0] > 255:
-            raise ValueError(f"Expected a uint8 array [C, H, W] with C in 1..255. Got {arr.dtype} {arr.shape}.")
+        arr = _chunk_array(chunk)
         c = arr.shape[0]
         coefs, _ = self._coefficients(arr)
         ycbcr = c == 3

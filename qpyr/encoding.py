@@ -53,7 +53,7 @@ class Encoding:
         q = self.quantizer
         conf = self.codec.to_dict().get("configuration", {})
         if self.codec.name == "qpyr.dct":
-            tail = ("-ssim" if conf.get("family") == "ssim" else "") + ("-fast" if conf.get("entropy") == "fast" else "")
+            tail = ("-ssim" if conf.get("family") == "ssim" else "") + (f"-{conf['entropy']}" if conf.get("entropy", "ctx") != "ctx" else "")
             q = conf.get("quality", 90)
             return f"dct-q{'var' if q == 'chunk' else q}-{conf.get('chroma', '420')}{tail}"
         if self.codec.name == "qpyr.tiles":  # per-tile precision (saliency policy)

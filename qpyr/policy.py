@@ -334,7 +334,8 @@ class DctPolicy:
         return "dct" + (":" + ",".join(f"{k}={v}" for k, v in self.params) if self.params else "")
 
     def plan(self, levels: list[np.ndarray], source_dtype: np.dtype[Any]) -> list[Encoding]:
-        return [dct_encoding(self.quality, self.chroma, source_dtype, self.family, self.entropy)] * len(levels)
+        return [dct_encoding(self.quality, self.chroma, source_dtype, self.family, entropy_for(self.entropy, lv.shape[0]))
+                for lv in levels]
 
 
 def pool_dct_quality(e: Any) -> Any:
@@ -471,7 +472,7 @@ class QualityPolicy:
     chroma: str = "444"
     params: tuple[tuple[str, str], ...] = ()
     family: str = "ssim"  # DCT tables searched over: "ssim" (qpyr's) or "annexk" (JPEG's)
-    entropy: str = "ctx"  # "ctx" (smallest) or "fast" (~25 % larger, ~3x faster entropy decode)
+    entropy: str = "ctx"  # "ctx" (smallest), "fast" (zstd) or "jfif" (JPEG stream: libjpeg-turbo / nvJPEG decode)
 
     @property
     def spec(self) -> str:
@@ -495,7 +496,8 @@ class QualityPolicy:
             cands = []
             if lv.dtype != np.bool_:
                 for ch in (("444", "420") if self.chroma == "auto" else (self.chroma,)):
-                    e = s.min_dct_quality(ch, ssim, psnr, start=start[ch], family=self.family, entropy=self.entropy)
+                    e = s.min_dct_quality(ch, ssim, psnr, start=start[ch], family=self.family,
+                                          entropy=entropy_for(self.entropy, lv.shape[0]))
                     if e is not None:
                         cands.append(e)
                         start[ch] = int(e.encoding.codec.to_dict().get("configuration", {}).get("quality", 90))
@@ -606,9 +608,16 @@ def _dct(params: dict[str, str]) -> Policy:
 
 def _parse_entropy(params: dict[str, str]) -> str:
     e = params.get("entropy", "ctx")
-    if e not in ("ctx", "fast"):
-        raise PolicyError(f"Expected entropy=ctx (smallest) or entropy=fast (faster decode). Got {e!r}.")
+    if e not in ("ctx", "fast", "jfif"):
+        raise PolicyError("Expected entropy=ctx (smallest), entropy=fast (zstd) or entropy=jfif (JPEG stream, "
+                          f"fastest decode). Got {e!r}.")
     return e
+
+
+def entropy_for(entropy: str, channels: int) -> str:
+    """The DCT entropy mode a level of ``channels`` channels gets: ``jfif`` codes JPEG's 1 or 3
+    channels only, so other levels of a ``jfif`` policy use ``ctx``."""
+    return "ctx" if entropy == "jfif" and channels not in (1, 3) else entropy
 
 
 def _parse_tables(params: dict[str, str], default: str) -> str:
@@ -629,7 +638,7 @@ def _quality(params: dict[str, str]) -> Policy:
     return QualityPolicy(floors, ch, tuple(sorted(params.items())), _parse_tables(params, "ssim"), _parse_entropy(params))
 
 
-POLICIES["dct"] = (_dct, "every level 8x8 DCT (qpyr.dct); quality=1..100, chroma=420|444, tables=annexk|ssim, entropy=ctx|fast")
+POLICIES["dct"] = (_dct, "every level 8x8 DCT (qpyr.dct); quality=1..100, chroma=420|444, tables=annexk|ssim, entropy=ctx|fast|jfif")
 POLICIES["quality"] = (_quality, "per level the cheapest encoding meeting ssim=X / psnr=Y (DCT or lossless)")
 _VALID_KEYS["dct"] = ("quality", "chroma", "tables", "entropy")
 _VALID_KEYS["quality"] = ("ssim", "psnr", "chroma", "tables", "entropy")

@@ -387,7 +387,14 @@ class Quantizer:
             b = self.block
             s = s.repeat_interleave(b, dim=-2).repeat_interleave(b, dim=-1)[..., :h, :w]
             z = z.repeat_interleave(b, dim=-2).repeat_interleave(b, dim=-1)[..., :h, :w]
-        return (stored.to(torch.float32) - z) * s
+        if not stored.dtype.is_floating_point and z.numel() <= 64 and not bool(z.any()):
+            # zero point 0 (every 8-bit source level): (x - 0) * s is x * s exactly; one
+            # promoting multiply instead of a conversion and two passes
+            return torch.mul(stored, s.to(torch.float32)) if s.dtype != torch.float32 else torch.mul(stored, s)
+        out = stored.to(torch.float32)  # integer codes: always a fresh tensor, so in place is safe
+        if out.shape != torch.broadcast_shapes(out.shape, s.shape, z.shape):
+            return (out - z) * s
+        return out.sub_(z).mul_(s)  # same arithmetic as (x - z) * s, without two temporaries
 
 
 def pack_nibbles(q: np.ndarray) -> np.ndarray:

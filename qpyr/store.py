@@ -32,10 +32,12 @@ from .codecs import BloscCodec, ZstdCodec
 from .encoding import Encoding
 from .errors import ChecksumError, FormatError, IncompleteStoreError, InputError, ItemNotFoundError, QpyrError
 from .layout import BucketSpec
-from .payload import LevelPayload, StoredLevel, decode_payloads, split_codec, torch_dtype
+from .payload import LevelPayload, StoredLevel, _reconstruct_tile, decode_payloads, split_codec, torch_dtype
 from .quant import Granularity, value_scale_for
 from .shard import crc32c, index_nbytes, parse_index
 from .storage import ObjectStore
+
+_CPU = torch.device("cpu")
 
 __all__ = ["Store", "open_store", "BudgetError", "LevelPayload", "StoredLevel"]
 
@@ -582,7 +584,13 @@ class Store:
                 co = b.split.decode_coefficients(body, b.chunk_shape[1:])
                 o["tiles"].append((ty * b.th - r.y0, tx * b.tw - r.x0, co))
                 return
-            chunk = b.enc.codec.decode(body, b.chunk_shape, b.dtype)
+            if b.split is not None:
+                # split codecs: reconstruct straight into the staging buffer below (for qpyr.dct
+                # jfif a view of the JPEG decoder's [H, W, C] output: one copy instead of two)
+                co = b.split.decode_coefficients(body, b.chunk_shape[1:])
+                chunk = _reconstruct_tile(b.split, co, _CPU, b.torch_dtype).numpy()[None]
+            else:
+                chunk = b.enc.codec.decode(body, b.chunk_shape, b.dtype)
         except QpyrError as e:
             raise type(e)(f"{self._where(r)} chunk ({ty}, {tx}): {e}") from e
         # intersection of the tile with the window, in stored columns

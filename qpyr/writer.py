@@ -557,6 +557,8 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
         manifest["plan"] = plan
         manifest["optional"] = ["plan"]
         manifest["format_version"] = FORMAT_VERSION_PLAN
+    if any((e.get("codec") or {}).get("configuration", {}).get("entropy") == "jfif" for e in encodings.values()):
+        manifest["format_version"] = FORMAT_VERSION_PLAN  # qpyr.dct entropy "jfif" is a 1.1 addition
     doc = b""
     for _ in range(3):  # the root document counts itself; iterate to a fixed point
         manifest["total_bytes"] = total + len(doc)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qpyr.codecs import color
-from qpyr.codecs.dct import ZIGZAG, DctCodec, DctCoefficients, ijg_tables
+from qpyr.codecs.dct import ZIGZAG, DctCodec, DctCoefficients, JfifStream, ijg_tables
 from qpyr.errors import CodecError
 
 VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors" / "dct"
@@ -225,6 +225,7 @@ def test_zigzag_is_jpeg_order() -> None:
         ({"tables": [[1.5] * 64]}, "tables"),
         ({"rdo": "yes"}, "rdo"),
         ({"entropy": "zstd"}, "entropy"),
+        ({"entropy": "jfif", "tables": [[256] * 64]}, "1..255"),
     ],
 )
 def test_constructor_rejects(kwargs: dict, word: str) -> None:
@@ -246,6 +247,7 @@ def test_constructor_is_keyword_only_and_frozen() -> None:
         DctCodec(quality=33, chroma="444", rdo=False),
         DctCodec(tables=[list(range(1, 65))]),
         DctCodec(entropy="fast"),
+        DctCodec(entropy="jfif", chroma="444", family="ssim", quality=60),
         DctCodec(tables=np.stack([np.arange(1, 65), np.arange(64, 0, -1)])),
     ],
 )
@@ -296,8 +298,11 @@ _FUZZ_BASE = [
     for q, ch, s in ((50, "420", (3, 16, 16)), (90, "444", (1, 9, 13)), (75, "420", (4, 8, 20)))
 ] + [
     DctCodec(quality=100, entropy="fast").encode(np.random.default_rng(7).integers(0, 256, (3, 16, 24), dtype=np.uint8))
+] + [
+    DctCodec(quality=q, chroma=ch, entropy="jfif").encode(np.random.default_rng(q).integers(0, 256, s, dtype=np.uint8))  # type: ignore[arg-type]
+    for q, ch, s in ((60, "420", (3, 16, 16)), (90, "444", (1, 9, 13)))
 ]
-_FUZZ_SHAPES = [(3, 16, 16), (1, 9, 13), (4, 8, 20), (3, 16, 24)]
+_FUZZ_SHAPES = [(3, 16, 16), (1, 9, 13), (4, 8, 20), (3, 16, 24), (3, 16, 16), (1, 9, 13)]
 
 
 def _decode_or_codec_error(data: bytes, shape: tuple[int, int, int]) -> None:
@@ -309,7 +314,7 @@ def _decode_or_codec_error(data: bytes, shape: tuple[int, int, int]) -> None:
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
-@given(data=st.binary(max_size=300), which=st.integers(0, 3))
+@given(data=st.binary(max_size=300), which=st.integers(0, 5))
 def test_fuzz_random_bytes(data: bytes, which: int) -> None:
     _decode_or_codec_error(data, _FUZZ_SHAPES[which])
     _decode_or_codec_error(b"QDCT" + data, _FUZZ_SHAPES[which])
@@ -317,7 +322,7 @@ def test_fuzz_random_bytes(data: bytes, which: int) -> None:
 
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    which=st.integers(0, 3),
+    which=st.integers(0, 5),
     edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
     cut=st.integers(0, 10**6),
 )
@@ -475,3 +480,90 @@ def test_decoder_context_copies_match_the_shared_definitions() -> None:
         np.testing.assert_array_equal(dct._eob_contexts_black_dec(dc), dct._eob_contexts_black(dc))
         eb = np.where(black, e, 0)
         np.testing.assert_array_equal(dct._eob_contexts_white_dec(eb, black), dct._eob_contexts_white(eb, black))
+
+
+# -- entropy="jfif": a baseline JPEG stream (spec/codecs/dct.md §6.6) --------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(c=st.sampled_from([1, 3]), h=st.integers(1, 40), w=st.integers(1, 40), chroma=st.sampled_from(["420", "444"]),
+       seed=st.integers(0, 2**32 - 1))
+def test_jfif_round_trip_any_shape(c: int, h: int, w: int, chroma: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (c, h, w), dtype=np.uint8)
+    if chroma == "420" and c == 3:
+        x[1] = x[2] = x[0]
+    codec = DctCodec(quality=100, chroma=chroma, entropy="jfif")  # type: ignore[arg-type]
+    data = codec.encode(x)
+    assert data[4] == 3 and data[5] & 64 and b"\xff\xe0" not in data[17:21]  # version 3, flag bit 6, no APP0
+    y = codec.decode(data, x.shape)
+    assert y.dtype == np.uint8 and y.shape == x.shape and y.flags.c_contiguous
+    err = np.abs(y.astype(np.int64) - x)
+    assert err.max() <= 8 and err.mean() <= 1.5
+    np.testing.assert_array_equal(codec.simulate(x), y)  # simulate = the real libjpeg-turbo round trip
+
+
+def test_jfif_is_a_jpeg_any_decoder_reads() -> None:
+    """The body after the qpyr header is a JPEG: Pillow decodes it to what qpyr decodes."""
+    import io
+
+    from PIL import Image
+
+    x = _photo(96, 128)
+    for chroma in ("420", "444"):
+        codec = DctCodec(quality=80, chroma=chroma, entropy="jfif", family="ssim")  # type: ignore[arg-type]
+        data = codec.encode(x)
+        payload = codec.decode_coefficients(data, x.shape)
+        assert isinstance(payload, JfifStream) and payload.data == data[17:] and payload.chroma420 == (chroma == "420")
+        with Image.open(io.BytesIO(payload.data)) as im:
+            assert im.size == (128, 96) and im.mode == "RGB"
+            pil = np.asarray(im).transpose(2, 0, 1)
+            tabs = ijg_tables(80, "ssim")
+            assert [list(t) for t in im.quantization.values()] == [list(tabs[0]), list(tabs[1])]
+        ours = codec.decode(data, x.shape)
+        assert np.abs(pil.astype(int) - ours).max() <= 2  # same libjpeg family; T.81 allows small differences
+        f = codec.reconstruct(payload, "cpu", torch.float32)
+        assert f.dtype == torch.float32 and torch.equal(f, torch.from_numpy(ours).float())
+    from qpyr.codecs.dct import chunk_quality
+
+    assert chunk_quality(data) == 80
+
+
+def test_jfif_rejects_what_it_cannot_code() -> None:
+    with pytest.raises(ValueError, match="1- or 3-channel"):
+        DctCodec(entropy="jfif").encode(np.zeros((4, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="65500"):
+        DctCodec(entropy="jfif").simulate(np.zeros((1, 1, 70000), np.uint8))
+
+
+def _with_body(data: bytes, body: bytes) -> bytes:
+    return data[:17] + body
+
+
+def test_jfif_stream_checked_before_decoding() -> None:
+    x = _photo(16, 24)
+    codec = DctCodec(quality=70, entropy="jfif")
+    data = codec.encode(x)
+    js = data[17:]
+    with pytest.raises(CodecError, match="shape"):
+        codec.decode(data, (3, 16, 25))
+    with pytest.raises(CodecError, match="SOI/EOI"):
+        codec.decode(data[:-2], x.shape)  # truncated: no EOI
+    # a frame header claiming another size (a decoder would allocate from it) is refused
+    i = js.index(b"\xff\xc0")
+    big = bytearray(js)
+    big[i + 5:i + 9] = (60000).to_bytes(2, "big") + (60000).to_bytes(2, "big")
+    with pytest.raises(CodecError, match="does not match"):
+        codec.decode(_with_body(data, bytes(big)), x.shape)
+    prog = bytearray(js)
+    prog[i + 1] = 0xC2  # progressive
+    with pytest.raises(CodecError, match="baseline"):
+        codec.decode(_with_body(data, bytes(prog)), x.shape)
+    samp = bytearray(js)
+    samp[i + 11] = 0x11  # luma 1x1 while the header says 4:2:0
+    with pytest.raises(CodecError, match="sampling"):
+        codec.decode(_with_body(data, bytes(samp)), x.shape)
+    with pytest.raises(CodecError, match="flags"):  # jfif with the fast-mode bit
+        codec.decode(data[:5] + bytes([data[5] | 8]) + data[6:], x.shape)
+    with pytest.raises(CodecError, match="version"):
+        codec.decode(data[:4] + bytes([4]) + data[5:], x.shape)

@@ -52,7 +52,7 @@ def test_quality_floor_recorded_in_manifest(tmp_path, small_photos):
             assert lv["ssim"] >= 0.97 and lv["decision"] in ("raised", "lossless-fallback")
 
 
-@pytest.mark.parametrize("policy", ["dct:quality=75,chroma=444", "lossless"])
+@pytest.mark.parametrize("policy", ["dct:quality=75,chroma=444", "dct:quality=75,entropy=jfif", "lossless"])
 def test_stock_zarr_decodes_qpyr_codecs_through_entry_points(tmp_path, small_photos, policy):
     a = small_photos["chelsea"]
     store = qpyr.pack({"c": a}, str(tmp_path / "s.qpyr"), policy=policy, levels=1)
@@ -114,3 +114,38 @@ def test_quality_policy_pools_items_of_different_quality_into_one_bucket(tmp_pat
         e = pol.plan_encoded(build_pyramid(a.transpose(2, 0, 1), levels=1), np.dtype(np.uint8), slots_per_task=16)[0]
         qualities |= {chunk_quality(strip_crc(d, "test")) for _, _, d in e.chunks}
     assert len(qualities) > 1, qualities  # the items really needed different qualities
+
+
+def test_jfif_store_meets_its_floor_and_reads_the_same_on_every_path(tmp_path, small_photos):
+    """entropy=jfif end to end: a 1.1 store whose recorded SSIM is what the reader returns, with
+    the same values from read(), the dataset and device-side decoding of compact payloads."""
+    import torch
+
+    import qpyr.torch
+    from qpyr.collate import collate_list
+    from qpyr.metrics import ssim
+    from qpyr.pyramid import build_pyramid
+
+    items = dict(list(small_photos.items())[:3])
+    rgba = np.dstack([small_photos["coffee"], small_photos["coffee"][..., :1]])
+    items["rgba"] = rgba  # 4 channels: JPEG cannot code them, the policy gives them ctx
+    url = str(tmp_path / "s.qpyr")
+    store = qpyr.pack(items, url, policy="quality:ssim=0.95,entropy=jfif,chroma=420", levels=2)
+    assert store.manifest["format_version"] == "1.1"
+    confs = [e["codec"].get("configuration", {}) for e in store.manifest["encodings"].values()
+             if e["codec"]["name"] == "qpyr.dct"]
+    assert {c.get("entropy") for c in confs} == {"jfif", None}
+    ds = qpyr.torch.PyramidDataset(url, levels=[0, 1])
+    dd = qpyr.torch.PyramidDataset(url, levels=[0, 1], device_decode=True)
+    for i, name in enumerate(store.names):
+        info = store.item_info(name)
+        got = store.read(name, [0, 1])
+        ref = build_pyramid(np.moveaxis(items[name], -1, 0), levels=2)
+        sample, payload = ds[i], dd[i]
+        dec = qpyr.torch.decode_batch(collate_list([payload]))
+        for lv in info["levels"]:
+            li = lv["level"]
+            s = float(ssim(got[li][None], torch.from_numpy(ref[li].astype(np.float32) / 255)[None]))
+            assert lv["ssim"] >= 0.95 and abs(s - lv["ssim"]) < 1e-4, (name, li, s, lv["ssim"])
+            assert torch.equal(sample["levels"][li], got[li])
+            assert torch.allclose(dec["levels"][li][0], got[li], atol=1e-6)

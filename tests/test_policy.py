@@ -138,3 +138,7 @@ def test_dct_entropy_mode_is_a_policy_parameter() -> None:
     assert all(e.label.endswith("-ssim-fast") or e.label.startswith("lossless") for e in picked)
     with pytest.raises(PolicyError, match="entropy=ctx"):
         parse_policy("quality:ssim=0.9,entropy=zip")
+    enc = parse_policy("dct:quality=80,entropy=jfif").plan([x], np.dtype(np.uint8))[0]
+    assert enc.label == "dct-q80-420-jfif"
+    four = np.random.default_rng(1).integers(0, 256, (4, 24, 24), dtype=np.uint8)  # JPEG codes 1 or 3 channels
+    assert parse_policy("dct:quality=80,entropy=jfif").plan([four], np.dtype(np.uint8))[0].label == "dct-q80-420"

@@ -3,14 +3,24 @@
 For each photo (scikit-image; default astronaut) and chunk size (default 512), prints decode
 milliseconds and images/s of
 
-- ``qpyr.dct`` ``ctx`` / ``fast`` x ``420`` / ``444`` (``DctCodec.decode``: entropy decode +
-  torch reconstruct to ``uint8``, with the two halves timed on their own too), against Pillow
-  JPEG decode of the same image at the same quality and subsampling (``optimize=True``);
+- ``qpyr.dct`` ``ctx`` / ``fast`` / ``jfif`` x ``420`` / ``444`` (``DctCodec.decode``: entropy
+  decode + reconstruct to contiguous ``uint8 [C, H, W]``, with the two halves timed on their own
+  too; for ``jfif`` the first half is the stream check and the second libjpeg-turbo's decode),
+  against Pillow JPEG decode of the same image at the same quality and subsampling
+  (``optimize=True``);
+- at equal RGB-SSIM (``--ssim``, default 0.95, the default policy's floor): each encoding at the
+  smallest quality meeting it -- qpyr.dct with ``ssim`` tables (4:4:4 and 4:2:0, ``ctx`` and
+  ``jfif``) against Pillow JPEG 4:2:0 (Annex K tables), with bytes: the comparison a
+  ``quality:ssim=...`` store meets in practice;
 - ``qpyr.lossless`` (default codec: JPEG-LS via CharLS after a colour transform; the CharLS
   call and the colour inverse timed on their own too), against Pillow PNG decode
   (``optimize=True``) of the same image,
 
-and the ratio qpyr images/s / peer images/s (>= 1.0 is the design target). Peer and qpyr are
+and the ratio qpyr images/s / peer images/s (>= 1.0 is the design target). Two qpyr times:
+``decode`` (``DctCodec.decode``: a C-contiguous ``uint8 [C, H, W]`` numpy array) and the
+*reader path* (``decode_coefficients`` + ``reconstruct``: the ``uint8 Tensor[C, H, W]`` that
+``Store.read`` and the datasets start from; for ``jfif`` a view of the decoder's ``[H, W, C]``
+buffer, exactly what the Pillow peer's ``torch.from_numpy(a).permute(2, 0, 1)`` gives). Peer and qpyr are
 timed interleaved in the same run, best of ``--repeat``, with ``torch.set_num_threads(1)``,
 because timings on a shared machine are noisy.
 
@@ -99,7 +109,7 @@ def bench_dct(img: np.ndarray, quality: int, repeat: int, base: ModuleType | Non
         bio = io.BytesIO()
         Image.fromarray(img).save(bio, "JPEG", quality=quality, optimize=True, subsampling=sub)
         pil = _pil_decoder(bio.getvalue())
-        for entropy in ("ctx", "fast"):
+        for entropy in ("ctx", "fast", "jfif"):
             codec = dct.DctCodec(quality=quality, chroma=ch, entropy=entropy)  # type: ignore[arg-type]
             _bench_dct_one(codec, chunk, pil, f"dct {entropy} {ch} q{quality}", repeat, base)
 
@@ -114,6 +124,7 @@ def _bench_dct_one(
         "decode": lambda: codec.decode(data, chunk.shape),
         "entropy": lambda: codec.decode_coefficients(data, chunk.shape),
         "torch": lambda: dct.reconstruct(payload, "cpu", torch.uint8),
+        "reader": lambda: dct.reconstruct(codec.decode_coefficients(data, chunk.shape), "cpu", torch.uint8),
     }
     same = ""
     if base is not None:
@@ -122,10 +133,59 @@ def _bench_dct_one(
         ok = np.array_equal(bcodec.decode(data, chunk.shape), codec.decode(data, chunk.shape))
         same = " same pixels" if ok else " PIXELS DIFFER"
     t = _best(fns, repeat)
-    extra = f" (entropy {t['entropy'] * 1e3:.2f} + torch {t['torch'] * 1e3:.2f})"
+    extra = (f" (entropy {t['entropy'] * 1e3:.2f} + torch {t['torch'] * 1e3:.2f}) | reader path"
+             f" {t['reader'] * 1e3:.2f} ms, ratio {t['peer'] / t['reader']:.2f}x")
     if base is not None:
         extra += f" | baseline {t['base'] * 1e3:.2f} ms ({t['base'] / t['decode']:.2f}x slower,{same})"
     print(_line(label, t["decode"], "Pillow JPEG", t["peer"], extra))
+
+
+def _min_quality(encode: Callable[[int], tuple[bytes, np.ndarray]], img: np.ndarray, target: float) -> tuple[int, bytes]:
+    """Smallest quality 1..100 whose decoded RGB-SSIM meets ``target`` (binary search)."""
+    from qpyr.metrics import ssim
+
+    def ok(q: int) -> bool:
+        _, dec = encode(q)
+        a = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
+        b = torch.from_numpy(np.ascontiguousarray(dec))[None].float()
+        return float(ssim(a, b, data_range=255.0)) >= target
+
+    lo, hi = 1, 100
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid + 1, hi)
+    return lo, encode(lo)[0]
+
+
+def bench_equal_ssim(img: np.ndarray, target: float, repeat: int) -> None:
+    from PIL import Image
+
+    chunk = np.ascontiguousarray(img.transpose(2, 0, 1))
+
+    def pil_enc(q: int) -> tuple[bytes, np.ndarray]:
+        bio = io.BytesIO()
+        Image.fromarray(img).save(bio, "JPEG", quality=q, optimize=True, subsampling=2)
+        b = bio.getvalue()
+        return b, np.asarray(Image.open(io.BytesIO(b)).convert("RGB")).transpose(2, 0, 1)
+
+    qp, blob = _min_quality(pil_enc, img, target)
+    pil = _pil_decoder(blob)
+    print(f"  at equal RGB-SSIM >= {target}: Pillow JPEG 4:2:0 q{qp} {len(blob):,} B")
+    for ch in ("444", "420"):
+        for entropy in ("ctx", "jfif"):
+            def enc(q: int, ch: str = ch, entropy: str = entropy) -> tuple[bytes, np.ndarray]:
+                c = dct.DctCodec(quality=q, chroma=ch, entropy=entropy, family="ssim")  # type: ignore[arg-type]
+                b = c.encode(chunk)
+                return b, c.decode(b, chunk.shape)
+
+            q, data = _min_quality(enc, img, target)
+            codec = dct.DctCodec(quality=q, chroma=ch, entropy=entropy, family="ssim")  # type: ignore[arg-type]
+            t = _best({"peer": pil, "decode": lambda codec=codec, data=data: codec.decode(data, chunk.shape),
+                       "reader": lambda codec=codec, data=data: dct.reconstruct(
+                           codec.decode_coefficients(data, chunk.shape), "cpu", torch.uint8)}, repeat)
+            print(_line(f"dct {entropy} {ch} ssim q{q}", t["decode"], "Pillow JPEG", t["peer"],
+                        f" | reader path {t['reader'] * 1e3:.2f} ms, ratio {t['peer'] / t['reader']:.2f}x"
+                        f" | bytes {len(data):,} = {len(data) / len(blob):.3f}x JPEG"))
 
 
 def bench_lossless(img: np.ndarray, repeat: int, base: ModuleType | None) -> None:
@@ -170,6 +230,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="512", help="square crop sizes (top-left), comma separated")
     ap.add_argument("--quality", type=int, default=75)
     ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--ssim", type=float, default=0.95, help="RGB-SSIM of the equal-quality comparison")
     ap.add_argument("--baseline", type=Path, default=None, help="directory with reference dct.py/lossless.py")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -189,6 +250,7 @@ def main() -> None:
             img = np.ascontiguousarray(full[:s, :s, :3])
             print(f"{name} {img.shape[1]}x{img.shape[0]} RGB:")
             bench_dct(img, args.quality, args.repeat, bdct)
+            bench_equal_ssim(img, args.ssim, args.repeat)
             bench_lossless(img, args.repeat, blos)
 
 

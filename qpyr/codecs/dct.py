@@ -10,9 +10,12 @@ halves can run in different places:
   one ``[blocks, 65] @ [65, 64]`` GEMM, fancy chroma upsampling, YCbCr -> RGB as one small
   GEMM plus the luma add, crop, clamp (and ``uint8`` rounding half up).
 
-Two entropy modes (``entropy=``): ``"ctx"`` (default; context-modelled rANS, smallest) and
-``"fast"`` (zstd over frequency-major int8 planes; larger, several times faster to decode).
-Small chunks may use built-in default token models instead of a per-chunk model header.
+Three entropy modes (``entropy=``): ``"ctx"`` (default; context-modelled rANS, smallest),
+``"fast"`` (zstd over frequency-major int8 planes; larger, several times faster to decode) and
+``"jfif"`` (the chunk body is a baseline JPEG stream -- ITU-T T.81 Huffman coding with the
+codec's tables: larger than ``ctx``, decoded by libjpeg-turbo on CPU and by nvJPEG through
+``torchvision.io.decode_jpeg`` on CUDA; 1- and 3-channel chunks only). Small ``ctx`` chunks may
+use built-in default token models instead of a per-chunk model header.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ import torch
 from qpyr.codecs import color
 from qpyr.errors import CodecError
 
-__all__ = ["DctCodec", "DctCoefficients", "ijg_tables", "ZIGZAG"]
+__all__ = ["DctCodec", "DctCoefficients", "JfifStream", "ijg_tables", "ZIGZAG"]
 
 NAME = "qpyr.dct"
 MAGIC = b"QDCT"
 VERSION = 2  # 1: ctx entropy only (flags bits 3, 4 zero); 2 adds the fast mode and default models
+VERSION_JFIF = 3  # 3 adds flags bit 6 (entropy="jfif"); written only by jfif streams, so ctx/fast stay version 2
+_FLAG_JFIF = 64
 
 _UV = np.add.outer(np.arange(8), np.arange(8)).ravel()
 # qpyr "ssim" family base tables (natural order): linear in u + v, chroma 1.75x luma.
@@ -156,6 +161,20 @@ class DctCoefficients:
 
 
 @dataclasses.dataclass(frozen=True)
+class JfifStream:
+    """Payload of an ``entropy="jfif"`` chunk: its validated baseline JPEG stream.
+
+    Decoding it is all of the work (Huffman decoding, IDCT, chroma upsampling, colour), done by
+    :meth:`DctCodec.reconstruct` on the target device: libjpeg-turbo on CPU, nvJPEG on CUDA.
+    ``shape`` is the chunk's ``(C, H, W)`` (C = 1 or 3), ``chroma420`` its sampling.
+    """
+
+    shape: tuple[int, int, int]
+    chroma420: bool
+    data: bytes
+
+
+@dataclasses.dataclass(frozen=True)
 class DctCodec:
     """8x8 DCT codec for ``uint8 [C, H, W]`` chunks.
 
@@ -169,9 +188,12 @@ class DctCodec:
         chroma: ``"420"`` (YCbCr with half-resolution chroma; 3-channel input only -- other
             channel counts are coded plane by plane with the luma table) or ``"444"``.
         rdo: zero isolated +-1 coefficients whose rate outweighs their distortion.
-        entropy: ``"ctx"`` (context-modelled rANS, smallest) or ``"fast"`` (zstd over
+        entropy: ``"ctx"`` (context-modelled rANS, smallest), ``"fast"`` (zstd over
             frequency-major int8 coefficient planes: ~25% larger, several times faster to
-            decode). The decoder reads the mode from the stream.
+            decode) or ``"jfif"`` (a baseline JPEG stream with these tables, Huffman tables
+            optimised per chunk: ~17% larger than ``ctx``, decoded by libjpeg-turbo / nvJPEG,
+            the fastest to decode; 1- or 3-channel chunks, tables <= 255, H, W <= 65500).
+            The decoder reads the mode from the stream.
         family: base tables that ``quality`` scales: ``"annexk"`` (JPEG Annex K) or ``"ssim"``
             (qpyr's flat tables for SSIM targets, see :func:`ijg_tables`). Recorded in the
             stream (flags bit 5).
@@ -181,7 +203,7 @@ class DctCodec:
     tables: tuple[tuple[int, ...], ...] | None = None
     chroma: Literal["420", "444"] = "420"
     rdo: bool = True
-    entropy: Literal["ctx", "fast"] = "ctx"
+    entropy: Literal["ctx", "fast", "jfif"] = "ctx"
     family: Literal["annexk", "ssim"] = "annexk"
 
     def __init__(
@@ -203,8 +225,8 @@ class DctCodec:
             raise ValueError(f"chroma: expected '420' or '444'. Got {chroma!r}.")
         if not isinstance(rdo, bool):
             raise ValueError(f"rdo: expected a bool. Got {rdo!r}.")
-        if entropy not in ("ctx", "fast"):
-            raise ValueError(f"entropy: expected 'ctx' or 'fast'. Got {entropy!r}.")
+        if entropy not in ("ctx", "fast", "jfif"):
+            raise ValueError(f"entropy: expected 'ctx', 'fast' or 'jfif'. Got {entropy!r}.")
         if family not in ("annexk", "ssim"):
             raise ValueError(f"family: expected 'annexk' or 'ssim'. Got {family!r}.")
         norm: tuple[tuple[int, ...], ...] | None = None
@@ -219,6 +241,9 @@ class DctCodec:
                 raise ValueError(f"tables: expected 1 or 2 tables of 64 ints. Got shape {arr.shape}.")
             if arr.dtype.kind not in "iu" or arr.min() < 1 or arr.max() > 65535:
                 raise ValueError("tables: expected integers in 1..65535 (natural order).")
+            if entropy == "jfif" and arr.max() > 255:
+                raise ValueError("tables: entropy='jfif' writes 8-bit baseline JPEG tables; expected integers in "
+                                 f"1..255. Got a maximum of {int(arr.max())}.")
             norm = tuple(tuple(int(v) for v in row) for row in arr)
         object.__setattr__(self, "quality", "chunk" if quality == "chunk" else int(quality))
         object.__setattr__(self, "tables", norm)
@@ -278,17 +303,24 @@ class DctCodec:
         c, h, w = arr.shape
         ycbcr = c == 3
         sub = ycbcr and self.chroma == "420"
-        coefs, classes = self._coefficients(arr)
         fast = self.entropy == "fast"
+        jfif = self.entropy == "jfif"
+        if jfif:
+            _jfif_check_shape(c, h, w)
         flags = (1 if sub else 0) | (2 if ycbcr else 0) | (4 if self.tables is not None else 0) | (8 if fast else 0)
         if self.tables is None and self.family == "ssim":
             flags |= 32
-        head = MAGIC + struct.pack("<BBIIH", VERSION, flags, h, w, c)
+        if jfif:
+            flags |= _FLAG_JFIF
+        head = MAGIC + struct.pack("<BBIIH", VERSION_JFIF if jfif else VERSION, flags, h, w, c)
         if self.tables is None:
             head += struct.pack("<B", self.quality)
         else:
             head += struct.pack("<B", len(self.tables))
             head += np.array(self.tables, dtype="<u2").tobytes()
+        if jfif:
+            return head + _jfif_encode(arr, self.table_array(), sub, optimize=True)
+        coefs, classes = self._coefficients(arr)
         if fast:
             return head + _fast_encode(coefs)
         body, default = _entropy_encode(coefs, classes)
@@ -326,8 +358,11 @@ class DctCodec:
 
     # -- decode -----------------------------------------------------------------------------
 
-    def decode_coefficients(self, data: bytes, shape: Sequence[int]) -> DctCoefficients:
-        """Entropy-decode ``data`` (CPU only). ``shape`` is the expected ``(C, H, W)``."""
+    def decode_coefficients(self, data: bytes, shape: Sequence[int]) -> DctCoefficients | JfifStream:
+        """Entropy-decode ``data`` (CPU only). ``shape`` is the expected ``(C, H, W)``.
+
+        A ``jfif`` chunk gives a :class:`JfifStream` (its validated JPEG stream): the whole of
+        its decoding happens in :meth:`reconstruct`, on the target device."""
         try:
             return _decode_coefficients(bytes(data), tuple(int(s) for s in shape))
         except CodecError:
@@ -336,7 +371,7 @@ class DctCodec:
             raise CodecError(f"Corrupt {NAME} data: {e}") from e
 
     def reconstruct(
-        self, payload: DctCoefficients, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+        self, payload: DctCoefficients | JfifStream, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:
         """Pixels ``Tensor[C, H, W]`` in [0, 255] on ``device``: float32 unrounded, or uint8."""
         return reconstruct(payload, device, dtype)
@@ -349,6 +384,12 @@ class DctCodec:
         """
         arr = _chunk_array(chunk)
         c = arr.shape[0]
+        if self.entropy == "jfif":  # Huffman tables do not change pixels: skip their optimisation pass
+            _jfif_check_shape(*arr.shape)
+            sub = c == 3 and self.chroma == "420"
+            stream = JfifStream((int(c), int(arr.shape[1]), int(arr.shape[2])), sub,
+                                _jfif_encode(arr, self.table_array(), sub, optimize=False))
+            return _jfif_reconstruct(stream, torch.device("cpu"), torch.uint8).numpy()
         coefs, _ = self._coefficients(arr)
         ycbcr = c == 3
         payload = DctCoefficients(
@@ -361,7 +402,7 @@ class DctCodec:
     def decode(self, data: bytes, shape: Sequence[int]) -> np.ndarray:
         """Decode to ``uint8 [C, H, W]`` (entropy decode + reconstruct on CPU + round)."""
         payload = self.decode_coefficients(data, shape)
-        return reconstruct(payload, "cpu", torch.uint8).numpy()
+        return np.ascontiguousarray(reconstruct(payload, "cpu", torch.uint8).numpy())
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,16 +476,20 @@ def _idct(planes: Sequence[np.ndarray], table: np.ndarray, offset: float, device
 
 
 def reconstruct(
-    payload: DctCoefficients, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    payload: DctCoefficients | JfifStream, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """Torch half of decoding: :class:`DctCoefficients` -> ``Tensor[C, H, W]`` in [0, 255].
 
     ``dtype=torch.float32`` gives unrounded samples; ``torch.uint8`` rounds half up
-    (``floor(x + 0.5)``: the 0.5 is folded into the level shift) after clamping.
+    (``floor(x + 0.5)``: the 0.5 is folded into the level shift) after clamping. A
+    :class:`JfifStream` is decoded by a JPEG decoder instead (integer samples either way; on
+    CPU the result is a ``[C, H, W]`` view of the decoder's interleaved ``[H, W, C]`` buffer).
     """
     if dtype not in (torch.float32, torch.uint8):
         raise ValueError(f"dtype: expected torch.float32 or torch.uint8. Got {dtype}.")
     dev = torch.device(device)
+    if isinstance(payload, JfifStream):
+        return _jfif_reconstruct(payload, dev, dtype)
     c, h, w = payload.shape
     shift = 128.5 if dtype == torch.uint8 else 128.0
     tabs, pt = payload.tables, payload.plane_table
@@ -939,9 +984,10 @@ def _parse_header(data: bytes) -> tuple[int, int, int, int, np.ndarray, int]:
     if len(data) < 17 or data[:4] != MAGIC:
         raise CodecError(f"Expected {NAME} data starting with {MAGIC!r}. Got {data[:4]!r}.")
     version, flags, h, w, c = struct.unpack_from("<BBIIH", data, 4)
-    if version not in (1, VERSION):
-        raise CodecError(f"Expected {NAME} format version 1 or {VERSION}. Got {version}.")
-    if flags & ~(7 if version == 1 else 63) or (flags & 24) == 24 or (flags & 36) == 36:
+    if version not in (1, VERSION, VERSION_JFIF):
+        raise CodecError(f"Expected {NAME} format version 1, {VERSION} or {VERSION_JFIF}. Got {version}.")
+    allowed = {1: 7, VERSION: 63, VERSION_JFIF: 127}[version]
+    if flags & ~allowed or (flags & 24) == 24 or (flags & 36) == 36 or (flags & _FLAG_JFIF and flags & 24):
         raise CodecError(f"Corrupt {NAME} header: unknown flags {flags:#x} for version {version}.")
     pos = 16
     if flags & 4:
@@ -967,7 +1013,7 @@ def _parse_header(data: bytes) -> tuple[int, int, int, int, np.ndarray, int]:
     return flags, c, h, w, tables.astype(np.uint16), pos
 
 
-def _decode_coefficients(data: bytes, shape: tuple[int, ...]) -> DctCoefficients:
+def _decode_coefficients(data: bytes, shape: tuple[int, ...]) -> DctCoefficients | JfifStream:
     import constriction
 
     if len(shape) != 3:
@@ -978,6 +1024,8 @@ def _decode_coefficients(data: bytes, shape: tuple[int, ...]) -> DctCoefficients
     ycbcr, sub = bool(flags & 2), bool(flags & 1)
     if ycbcr != (c == 3) or (sub and not ycbcr) or c < 1 or h < 1 or w < 1:
         raise CodecError(f"Corrupt {NAME} header: flags {flags:#x} do not fit shape {shape}.")
+    if flags & _FLAG_JFIF:
+        return JfifStream((c, h, w), sub, _jfif_validate(data[pos:], c, h, w, sub))
     m = 16 if sub else 8
     hp, wp = -(-h // m) * m, -(-w // m) * m
     dims = [(hp // 8, wp // 8)]
@@ -1193,3 +1241,116 @@ def chunk_quality(data: bytes) -> int | None:
     chunks with explicit tables. Lets tools report the per-item quality of ``"chunk"`` buckets."""
     flags, _c, _h, _w, _tables, _pos = _parse_header(bytes(data[:17 + 256]))
     return None if flags & 4 else int(data[16])
+
+
+# --------------------------------------------------------------------------------------------
+# entropy="jfif": the body is a baseline JPEG stream (spec/codecs/dct.md §6.6)
+
+_JFIF_MAX_SIDE = 65500  # libjpeg's JPEG_MAX_DIMENSION
+
+
+def _jfif_check_shape(c: int, h: int, w: int) -> None:
+    if c not in (1, 3):
+        raise ValueError(f"entropy='jfif' codes 1- or 3-channel chunks (a JPEG stream). Got C={c}; "
+                         "use entropy='ctx' or 'fast' for other channel counts.")
+    if max(h, w) > _JFIF_MAX_SIDE:
+        raise ValueError(f"entropy='jfif' codes chunks up to {_JFIF_MAX_SIDE} samples a side. Got {h}x{w}.")
+
+
+def _jfif_encode(arr: np.ndarray, tables: np.ndarray, sub: bool, *, optimize: bool) -> bytes:
+    """``uint8 [C, H, W]`` (C = 1 or 3) -> baseline JPEG stream without the JFIF APP0 segment.
+
+    libjpeg-turbo (through Pillow) does the colour transform, 2x2 chroma averaging and forward
+    DCT; ``tables`` are written as the stream's DQT tables (natural order, <= 255)."""
+    import io
+
+    from PIL import Image
+
+    c = arr.shape[0]
+    img = Image.fromarray(arr[0]) if c == 1 else Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0)))
+    qt = [[int(v) for v in tables[i]] for i in range(1 if c == 1 else 2)]
+    bio = io.BytesIO()
+    img.save(bio, "JPEG", qtables=qt, subsampling=2 if sub else 0, optimize=optimize)
+    js = bio.getvalue()
+    if js[2:4] == b"\xff\xe0":  # APP0 (JFIF): redundant here -- components 1, 2, 3 already mean YCbCr
+        n = int.from_bytes(js[4:6], "big")
+        js = js[:2] + js[4 + n:]
+    return js
+
+
+def _jfif_validate(js: bytes, c: int, h: int, w: int, sub: bool) -> bytes:
+    """Check the JPEG stream's frame header against the chunk before any decoder sees it (no
+    allocation from a corrupt size field; baseline, 8-bit, the header's sampling)."""
+    n = len(js)
+    if n < 4 or js[:2] != b"\xff\xd8" or js[-2:] != b"\xff\xd9":
+        raise CodecError(f"Corrupt {NAME} data: the JPEG stream lacks its SOI/EOI markers (truncated?).")
+    i, frame = 2, None
+    while True:
+        if i + 4 > n or js[i] != 0xFF:
+            raise CodecError(f"Corrupt {NAME} data: bad JPEG marker structure at byte {i}.")
+        marker = js[i + 1]
+        seg = int.from_bytes(js[i + 2:i + 4], "big")
+        if seg < 2 or i + 2 + seg > n or marker in (0xD8, 0xD9, 0x01) or 0xD0 <= marker <= 0xD7:
+            raise CodecError(f"Corrupt {NAME} data: bad JPEG segment {marker:#04x} at byte {i}.")
+        body = js[i + 4:i + 2 + seg]
+        if marker == 0xC0:
+            if frame is not None or len(body) < 6:
+                raise CodecError(f"Corrupt {NAME} data: bad JPEG frame header.")
+            frame = body
+        elif 0xC1 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            raise CodecError(f"Corrupt {NAME} data: JPEG frame type {marker:#04x}; only baseline (0xc0) is valid.")
+        elif marker == 0xDA:
+            break
+        i += 2 + seg
+    if frame is None:
+        raise CodecError(f"Corrupt {NAME} data: no JPEG frame header before the scan.")
+    p, fh, fw, nf = frame[0], int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big"), frame[5]
+    if (p, fh, fw, nf) != (8, h, w, c) or len(frame) != 6 + 3 * nf:
+        raise CodecError(f"Corrupt {NAME} data: JPEG frame {fh}x{fw}x{nf} ({p}-bit) does not match the chunk "
+                         f"{h}x{w}x{c} (8-bit).")
+    sampling = [frame[7 + 3 * k] for k in range(nf)]
+    want = [0x22, 0x11, 0x11] if sub else [0x11] * c
+    if sampling != want:
+        raise CodecError(f"Corrupt {NAME} data: JPEG sampling factors {[hex(s) for s in sampling]} do not match "
+                         f"chroma {'420' if sub else '444'}.")
+    return js
+
+
+def _jfif_pixels(stream: JfifStream) -> np.ndarray:
+    """libjpeg-turbo decode: ``uint8 [H, W, C]`` (``[H, W]`` for one channel)."""
+    import imagecodecs
+
+    try:
+        a = imagecodecs.jpeg8_decode(stream.data)
+    except Exception as e:  # corrupt entropy data
+        raise CodecError(f"Corrupt {NAME} data: the JPEG decoder failed: {e}") from e
+    c, h, w = stream.shape
+    if a.dtype != np.uint8 or a.shape[:2] != (h, w) or (a.shape[2] if a.ndim == 3 else 1) != c:
+        raise CodecError(f"Corrupt {NAME} data: the JPEG decoded to {a.dtype} {a.shape}, expected {h}x{w}x{c}.")
+    return a
+
+
+_NVJPEG: list[Any] = []
+
+
+def _gpu_jpeg_decoder() -> Any | None:
+    """``torchvision.io.decode_jpeg`` when torchvision is installed (nvJPEG on CUDA), else None."""
+    if not _NVJPEG:
+        try:
+            from torchvision.io import decode_jpeg
+        except Exception:  # torchvision is optional
+            decode_jpeg = None
+        _NVJPEG.append(decode_jpeg)
+    return _NVJPEG[0]
+
+
+def _jfif_reconstruct(stream: JfifStream, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    dec = _gpu_jpeg_decoder() if dev.type == "cuda" else None
+    if dec is not None:
+        t = dec(torch.frombuffer(bytearray(stream.data), dtype=torch.uint8), device=dev)
+        if tuple(t.shape) != stream.shape:
+            raise CodecError(f"Corrupt {NAME} data: nvJPEG decoded {tuple(t.shape)}, expected {stream.shape}.")
+    else:
+        a = torch.from_numpy(_jfif_pixels(stream))
+        t = (a[None] if a.ndim == 2 else a.permute(2, 0, 1)).to(dev)
+    return t if dtype == torch.uint8 else t.to(dtype)

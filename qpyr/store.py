@@ -584,11 +584,14 @@ class Store:
                 co = b.split.decode_coefficients(body, b.chunk_shape[1:])
                 o["tiles"].append((ty * b.th - r.y0, tx * b.tw - r.x0, co))
                 return
+            tile: torch.Tensor | None = None
             if b.split is not None:
-                # split codecs: reconstruct straight into the staging buffer below (for qpyr.dct
-                # jfif a view of the JPEG decoder's [H, W, C] output: one copy instead of two)
+                # split codecs reconstruct to a tensor (for qpyr.dct jfif a view of the JPEG
+                # decoder's [H, W, C] output) that is the payload itself when one chunk covers
+                # the window, and is copied once into the staging buffer otherwise
                 co = b.split.decode_coefficients(body, b.chunk_shape[1:])
-                chunk = _reconstruct_tile(b.split, co, _CPU, b.torch_dtype).numpy()[None]
+                tile = _reconstruct_tile(b.split, co, _CPU, b.torch_dtype)
+                chunk = tile.numpy()[None]
             else:
                 chunk = b.enc.codec.decode(body, b.chunk_shape, b.dtype)
         except QpyrError as e:
@@ -599,6 +602,10 @@ class Store:
         y_lo, y_hi = max(r.y0, cy0), min(r.y1, cy0 + b.th)
         x_hi_s = o["np"].shape[2] + x0s
         x_lo, x_hi = max(x0s, cx0), min(x_hi_s, cx0 + b.tws)
+        if (tile is not None and len(r.chunks) == 1 and not o["samples"].is_pinned()
+                and (y_hi - y_lo, x_hi - x_lo) == tuple(o["np"].shape[1:])):
+            o["samples"] = tile[:, y_lo - cy0:y_hi - cy0, x_lo - cx0:x_hi - cx0]
+            return
         o["np"][:, y_lo - r.y0:y_hi - r.y0, x_lo - x0s:x_hi - x0s] = chunk[0, :, y_lo - cy0:y_hi - cy0, x_lo - cx0:x_hi - cx0]
 
     def _finish_payload(self, r: _Req, o: dict[str, Any], params_of: dict[str, torch.Tensor]) -> LevelPayload:

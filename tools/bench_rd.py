@@ -110,6 +110,8 @@ ROWS: list[Row] = [
     Row("qpyr-dct-444-ssim", _qpyr_dct(chroma="444", family="ssim"), SWEEP),
     Row("qpyr-dct-420-ssim", _qpyr_dct(chroma="420", family="ssim"), SWEEP),
     Row("qpyr-dct-420-fast", _qpyr_dct(chroma="420", entropy="fast"), SWEEP),
+    Row("qpyr-jfif-444-ssim", _qpyr_dct(chroma="444", family="ssim", entropy="jfif"), SWEEP),
+    Row("qpyr-jfif-420-ssim", _qpyr_dct(chroma="420", family="ssim", entropy="jfif"), SWEEP),
     Row("webp", _imagecodecs("webp", method=4, lossless=False), [20, 40, 60, 75, 85, 90, 95, 99]),
     Row("jpegxl-e7", _imagecodecs("jpegxl", effort=7), [20, 40, 60, 75, 85, 90, 95, 99]),
     Row("avif-s6", _imagecodecs("avif", speed=6), [20, 40, 60, 75, 85, 90, 95]),

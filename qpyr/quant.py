@@ -390,8 +390,11 @@ class Quantizer:
         if not stored.dtype.is_floating_point and z.numel() <= 64 and not bool(z.any()):
             # zero point 0 (every 8-bit source level): (x - 0) * s is x * s exactly; one
             # promoting multiply instead of a conversion and two passes
-            return torch.mul(stored, s.to(torch.float32)) if s.dtype != torch.float32 else torch.mul(stored, s)
-        out = stored.to(torch.float32)  # integer codes: always a fresh tensor, so in place is safe
+            # (a contiguous result whatever the layout of ``stored``: jfif samples are a [C, H, W]
+            # view of an [H, W, C] buffer, and elementwise ops would keep that layout)
+            out = torch.empty(torch.broadcast_shapes(stored.shape, s.shape), dtype=torch.float32, device=stored.device)
+            return torch.mul(stored, s.to(torch.float32), out=out)
+        out = stored.to(torch.float32, memory_format=torch.contiguous_format)  # integer codes: a fresh tensor
         if out.shape != torch.broadcast_shapes(out.shape, s.shape, z.shape):
             return (out - z) * s
         return out.sub_(z).mul_(s)  # same arithmetic as (x - z) * s, without two temporaries

@@ -586,9 +586,8 @@ class Store:
                 return
             tile: torch.Tensor | None = None
             if b.split is not None:
-                # split codecs reconstruct to a tensor (for qpyr.dct jfif a view of the JPEG
-                # decoder's [H, W, C] output) that is the payload itself when one chunk covers
-                # the window, and is copied once into the staging buffer otherwise
+                # split codecs reconstruct to a tensor that is the payload itself when one
+                # chunk covers the window, and is copied into the staging buffer otherwise
                 co = b.split.decode_coefficients(body, b.chunk_shape[1:])
                 tile = _reconstruct_tile(b.split, co, _CPU, b.torch_dtype)
                 chunk = tile.numpy()[None]

@@ -232,8 +232,10 @@ def _ssim_maps(x: Tensor, y: Tensor, r: float) -> tuple[Tensor, Tensor]:
     stack = torch.cat([x, y, x * x, y * y, x * y], dim=1)  # [N, 5C, H, W]
     if win > 1:
         taps = _gaussian_taps(win)
-        if stack.dtype == torch.float32:
-            # float32: grouped conv2d is the fast path (float64 conv2d is the slow one)
+        if stack.dtype == torch.float32 and stack.device.type != "cpu":
+            # float32 on an accelerator: grouped conv2d (two kernels instead of 22). On CPU the
+            # shifted-slice sums below are 2.4x faster than grouped conv2d (115 vs 276 ms for
+            # 15 planes of 1024x1024, one thread) and gave bit-identical sums in that test.
             g = stack.shape[1]
             t = torch.tensor(taps, dtype=stack.dtype, device=stack.device)
             stack = torch.nn.functional.conv2d(stack, t.view(1, 1, 1, win).expand(g, 1, 1, win).contiguous(), groups=g)
@@ -274,8 +276,9 @@ def ssim(
         data_range: peak-to-peak range of the signal (sets ``C1=(K1*R)**2``, ``C2=(K2*R)**2``).
         channel_mean: if True (default) average over channels (RGB-SSIM); if False return one
             value per channel.
-        fast: compute in float32 with separable ``conv2d`` (about 4x faster on CPU; agrees
-            with the float64 path to ~1e-6). Used when packing, where SSIM is measured per
+        fast: compute in float32 (separable shifted-slice sums on CPU, grouped ``conv2d`` on
+            accelerators; about 8x faster than float64 on CPU; agrees with the float64 path to
+            ~1e-6). Used when packing, where SSIM is measured per
             level and per candidate encoding.
 
     Returns:

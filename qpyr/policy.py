@@ -44,7 +44,7 @@ __all__ = ["Policy", "DEFAULT_POLICY", "parse_policy", "POLICIES", "UniformPolic
 #: a DCT quality search at 4:4:4 with qpyr's ``ssim`` tables (0.745x libjpeg-turbo 4:2:0 bytes at
 #: equal RGB-SSIM 0.95 on the benchmark photos), lossless as the fallback. Measured on the five
 #: demo photos (``tools/bench_default_policy.py``): every level of every photo at SSIM >= 0.950,
-#: 56.6x smaller than the fp32 pyramid in payload bytes (44x for the five-image store on disk:
+#: 56.6x smaller than the fp32 pyramid in payload bytes (45.7x for the five-image store on disk:
 #: per-bucket metadata, see README), 0.78x the bytes of JPEG at the same per-level
 #: floor. Photos for ML are viewed by models at a quality floor, not pixel-exact; use
 #: ``--policy lossless`` to keep every pixel.

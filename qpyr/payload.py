@@ -141,6 +141,9 @@ class LevelPayload:
         stored_dtype: numpy name of the stored sample type.
         pruned: the level's codec (``qpyr.tiles``) may leave pruned tiles as NaN, for the
             reader to fill from the next coarser level (``qpyr.saliency.fill_levels``).
+        coarser: for a pruned whole-level payload fetched for device-side decoding, the next
+            coarser level's payload (with its own ``coarser`` if it is pruned too):
+            :meth:`decode` fills the pruned tiles from it exactly as ``Store.read`` does.
     """
 
     quantizer: Quantizer
@@ -157,6 +160,7 @@ class LevelPayload:
     tiles: tuple[tuple[int, int, Any], ...] = ()
     tile_shape: tuple[int, int, int] = (0, 0, 0)
     pruned: bool = False
+    coarser: LevelPayload | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -172,7 +176,9 @@ class LevelPayload:
             for v in (getattr(co, "__dict__", None) or {f.name: getattr(co, f.name) for f in dataclasses.fields(co)}
                       if dataclasses.is_dataclass(co) else {}).values():
                 for a in (v if isinstance(v, tuple) else (v,)):
-                    n += a.nbytes if isinstance(a, np.ndarray | torch.Tensor) else 0
+                    n += a.nbytes if isinstance(a, np.ndarray | torch.Tensor) else len(a) if isinstance(a, bytes) else 0
+        if self.coarser is not None:
+            n += self.coarser.nbytes
         return int(n)
 
     def pin_memory(self) -> LevelPayload:
@@ -235,8 +241,14 @@ class LevelPayload:
             # Quantizer.dequantize aligns block parameters at sample (0, 0): pad the result
             # to the start of its first block instead of restating the maths here.
             t = torch.nn.functional.pad(t, (px, 0, py, 0))
-            return q.dequantize(t, p, value_scale=self.value_scale)[:, py:, px:].to(dtype)
-        return q.dequantize(t, p, value_scale=self.value_scale).to(dtype)
+            out = q.dequantize(t, p, value_scale=self.value_scale)[:, py:, px:]
+        else:
+            out = q.dequantize(t, p, value_scale=self.value_scale)
+        if self.coarser is not None and out.is_floating_point() and bool(torch.isnan(out).any()):
+            from .codecs.tiles import fill_pruned  # what qpyr.saliency.fill_levels does for Store.read
+
+            out = fill_pruned(out.to(torch.float32), self.coarser.decode(dev, torch.float32))
+        return out.to(dtype)
 
     def stored(self, device: str | torch.device = "cpu") -> StoredLevel:
         """The stored values with their scale and zero-point (no dequantization)."""

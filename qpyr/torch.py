@@ -22,6 +22,7 @@ training device in the main process — the CPU workers only move and entropy-de
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import multiprocessing.context
 import os
@@ -41,6 +42,15 @@ from .store import Store, open_store
 __all__ = ["PyramidDataset", "StreamingPyramidDataset", "decode_batch", "fake_quantize"]
 
 _STATE_VERSION = 1
+
+
+def _with_coarser(st: Store, i: int, li: int, p: LevelPayload) -> LevelPayload:
+    """``p`` with the coarser levels its pruned tiles fill from (device-side decoding cannot
+    go back to the store), fetched as payloads too; ``p`` itself when nothing is pruned."""
+    if not p.pruned or li + 1 >= st.item_levels(i):
+        return p
+    c = st.fetch(i, [li + 1], coefficients=True)[li + 1]
+    return dataclasses.replace(p, coarser=_with_coarser(st, i, li + 1, c))
 
 
 def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -112,7 +122,7 @@ class _Source:
             payloads = st.fetch_batch([idx[j] for j in js], li, coefficients=self.device_decode)
             for j, p in zip(js, payloads, strict=True):
                 if self.device_decode:
-                    levels[j][li] = p
+                    levels[j][li] = _with_coarser(st, idx[j], li, p)
                 else:
                     t = p.decode("cpu", self.dtype)
                     if p.pruned:

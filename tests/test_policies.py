@@ -160,6 +160,16 @@ def test_saliency_store_fills_pruned_tiles_from_coarser_level(crop, tmp_path):
     assert torch.equal(region[0], got[0][:, 8:60, 8:70])
     batch = s.read_batch([0, 1], 0)
     assert torch.equal(batch[1], got[0])
+    # device-side decoding: the worker ships the coarser level with the pruned one, so
+    # decode_batch fills the same samples without going back to the store
+    from qpyr.collate import collate_list
+    from qpyr.torch import PyramidDataset, decode_batch
+
+    dd = PyramidDataset(str(tmp_path / "s"), levels=[0], device_decode=True)
+    payload = dd[1]["levels"][0]
+    assert payload.pruned and payload.coarser is not None and payload.nbytes > payload.coarser.nbytes
+    dec = decode_batch(collate_list([dd[1]]))["levels"][0]
+    assert torch.equal(dec[0], got[0])
     # info: class distribution per level (counts and %), bytes vs uniform int8
     d = info_dict(s)
     assert d["plan"]["levels"][0]["tile_share"][0] == pytest.approx(tc[0] / sum(tc))

@@ -300,9 +300,9 @@ _FUZZ_BASE = [
     DctCodec(quality=100, entropy="fast").encode(np.random.default_rng(7).integers(0, 256, (3, 16, 24), dtype=np.uint8))
 ] + [
     DctCodec(quality=q, chroma=ch, entropy="jfif").encode(np.random.default_rng(q).integers(0, 256, s, dtype=np.uint8))  # type: ignore[arg-type]
-    for q, ch, s in ((60, "420", (3, 16, 16)), (90, "444", (1, 9, 13)))
+    for q, ch, s in ((60, "420", (3, 16, 16)), (90, "444", (1, 9, 13)), (100, "444", (3, 32, 32)))
 ]
-_FUZZ_SHAPES = [(3, 16, 16), (1, 9, 13), (4, 8, 20), (3, 16, 24), (3, 16, 16), (1, 9, 13)]
+_FUZZ_SHAPES = [(3, 16, 16), (1, 9, 13), (4, 8, 20), (3, 16, 24), (3, 16, 16), (1, 9, 13), (3, 32, 32)]
 
 
 def _decode_or_codec_error(data: bytes, shape: tuple[int, int, int]) -> None:
@@ -314,7 +314,7 @@ def _decode_or_codec_error(data: bytes, shape: tuple[int, int, int]) -> None:
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
-@given(data=st.binary(max_size=300), which=st.integers(0, 5))
+@given(data=st.binary(max_size=300), which=st.integers(0, 6))
 def test_fuzz_random_bytes(data: bytes, which: int) -> None:
     _decode_or_codec_error(data, _FUZZ_SHAPES[which])
     _decode_or_codec_error(b"QDCT" + data, _FUZZ_SHAPES[which])
@@ -322,7 +322,7 @@ def test_fuzz_random_bytes(data: bytes, which: int) -> None:
 
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    which=st.integers(0, 5),
+    which=st.integers(0, 6),
     edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
     cut=st.integers(0, 10**6),
 )
@@ -514,7 +514,9 @@ def test_jfif_is_a_jpeg_any_decoder_reads() -> None:
         codec = DctCodec(quality=80, chroma=chroma, entropy="jfif", family="ssim")  # type: ignore[arg-type]
         data = codec.encode(x)
         payload = codec.decode_coefficients(data, x.shape)
-        assert isinstance(payload, JfifStream) and payload.data == data[17:] and payload.chroma420 == (chroma == "420")
+        assert isinstance(payload, JfifStream) and payload.chroma420 == (chroma == "420")
+        # small chunk: written abbreviated (no DQT/DHT, flags bit 7); the payload is the completed JPEG
+        assert data[5] & 128 and len(payload.data) > len(data) - 17
         with Image.open(io.BytesIO(payload.data)) as im:
             assert im.size == (128, 96) and im.mode == "RGB"
             pil = np.asarray(im).transpose(2, 0, 1)
@@ -567,3 +569,38 @@ def test_jfif_stream_checked_before_decoding() -> None:
         codec.decode(data[:5] + bytes([data[5] | 8]) + data[6:], x.shape)
     with pytest.raises(CodecError, match="version"):
         codec.decode(data[:4] + bytes([4]) + data[5:], x.shape)
+
+
+def test_jfif_abbreviated_streams_restore_the_standard_tables() -> None:
+    """Flags bit 7: DQT and DHT left out and restored by the decoder; the restored DHT is exactly
+    the Annex K tables libjpeg writes, the restored DQT the header's tables."""
+    import io
+
+    from PIL import Image
+
+    from qpyr.codecs.dct import _STD_DHT, _segments
+
+    b = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(b, "JPEG", quality=75, optimize=False, subsampling=0)
+    js = b.getvalue()
+    libjpeg = b"".join(js[a + 4:e] for m, a, e in _segments(js) if m == 0xC4)
+    assert libjpeg == _STD_DHT
+    x = _photo(40, 56)
+    for c in (1, 3):
+        codec = DctCodec(quality=60, entropy="jfif", family="ssim", chroma="444")
+        data = codec.encode(x[:c].copy())
+        assert data[5] & 128  # small: abbreviated is the smaller choice
+        body = data[17:]
+        assert not any(m in (0xDB, 0xC4) for m, _, _ in _segments(body))
+        full = codec.decode_coefficients(data, (c, 40, 56)).data
+        with Image.open(io.BytesIO(full)) as im:
+            tabs = ijg_tables(60, "ssim")
+            assert [list(t) for t in im.quantization.values()] == [list(tabs[i]) for i in range(1 if c == 1 else 2)]
+        # a stream claiming to be abbreviated that still carries tables is refused
+        with pytest.raises(CodecError, match="abbreviated"):
+            codec.decode(data[:17] + full, (c, 40, 56))
+    big = np.random.default_rng(5).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    data = DctCodec(quality=100, entropy="jfif", chroma="444").encode(big)
+    assert not data[5] & 128  # large or noisy: optimised Huffman tables win, the stream is complete
+    with pytest.raises(CodecError, match="flags"):  # bit 7 without bit 6
+        DctCodec().decode(data[:5] + bytes([(data[5] & ~64) | 128]) + data[6:], big.shape)

@@ -39,6 +39,7 @@ MAGIC = b"QDCT"
 VERSION = 2  # 1: ctx entropy only (flags bits 3, 4 zero); 2 adds the fast mode and default models
 VERSION_JFIF = 3  # 3 adds flags bit 6 (entropy="jfif"); written only by jfif streams, so ctx/fast stay version 2
 _FLAG_JFIF = 64
+_FLAG_ABBREV = 128  # with bit 6: the JPEG stream omits DQT and DHT (header tables, standard Huffman tables)
 
 _UV = np.add.outer(np.arange(8), np.arange(8)).ravel()
 # qpyr "ssim" family base tables (natural order): linear in u + v, chroma 1.75x luma.
@@ -319,7 +320,11 @@ class DctCodec:
             head += struct.pack("<B", len(self.tables))
             head += np.array(self.tables, dtype="<u2").tobytes()
         if jfif:
-            return head + _jfif_encode(arr, self.table_array(), sub, optimize=True)
+            full = _jfif_encode(arr, self.table_array(), sub, optimize=True)
+            abbrev = _jfif_abbreviate(_jfif_encode(arr, self.table_array(), sub, optimize=False))
+            if len(abbrev) < len(full):  # small chunks: ~0.5 kB of tables outweigh optimised Huffman codes
+                return head[:5] + bytes([flags | _FLAG_ABBREV]) + head[6:] + abbrev
+            return head + full
         coefs, classes = self._coefficients(arr)
         if fast:
             return head + _fast_encode(coefs)
@@ -985,8 +990,9 @@ def _parse_header(data: bytes) -> tuple[int, int, int, int, np.ndarray, int]:
     version, flags, h, w, c = struct.unpack_from("<BBIIH", data, 4)
     if version not in (1, VERSION, VERSION_JFIF):
         raise CodecError(f"Expected {NAME} format version 1, {VERSION} or {VERSION_JFIF}. Got {version}.")
-    allowed = {1: 7, VERSION: 63, VERSION_JFIF: 127}[version]
-    if flags & ~allowed or (flags & 24) == 24 or (flags & 36) == 36 or (flags & _FLAG_JFIF and flags & 24):
+    allowed = {1: 7, VERSION: 63, VERSION_JFIF: 255}[version]
+    if (flags & ~allowed or (flags & 24) == 24 or (flags & 36) == 36 or (flags & _FLAG_JFIF and flags & 24)
+            or (flags & _FLAG_ABBREV and not flags & _FLAG_JFIF)):
         raise CodecError(f"Corrupt {NAME} header: unknown flags {flags:#x} for version {version}.")
     pos = 16
     if flags & 4:
@@ -1024,7 +1030,10 @@ def _decode_coefficients(data: bytes, shape: tuple[int, ...]) -> DctCoefficients
     if ycbcr != (c == 3) or (sub and not ycbcr) or c < 1 or h < 1 or w < 1:
         raise CodecError(f"Corrupt {NAME} header: flags {flags:#x} do not fit shape {shape}.")
     if flags & _FLAG_JFIF:
-        return JfifStream((c, h, w), sub, _jfif_validate(data[pos:], c, h, w, sub))
+        js = data[pos:]
+        if flags & _FLAG_ABBREV:
+            js = _jfif_complete(js, tables, c)
+        return JfifStream((c, h, w), sub, _jfif_validate(js, c, h, w, sub))
     m = 16 if sub else 8
     hp, wp = -(-h // m) * m, -(-w // m) * m
     dims = [(hp // 8, wp // 8)]
@@ -1277,13 +1286,29 @@ def _jfif_encode(arr: np.ndarray, tables: np.ndarray, sub: bool, *, optimize: bo
     return js
 
 
-def _jfif_validate(js: bytes, c: int, h: int, w: int, sub: bool) -> bytes:
-    """Check the JPEG stream's frame header against the chunk before any decoder sees it (no
-    allocation from a corrupt size field; baseline, 8-bit, the header's sampling)."""
-    n = len(js)
-    if n < 4 or js[:2] != b"\xff\xd8" or js[-2:] != b"\xff\xd9":
-        raise CodecError(f"Corrupt {NAME} data: the JPEG stream lacks its SOI/EOI markers (truncated?).")
-    i, frame = 2, None
+# The standard Huffman tables of ITU-T T.81 Annex K.3 (Tables K.3-K.6) as the payload of one
+# DHT segment: DC luma (class 0, id 0), AC luma (1, 0), DC chroma (0, 1), AC chroma (1, 1).
+# Exactly what libjpeg writes without optimize (tests/test_codec_dct.py checks it).
+_STD_DHT = bytes.fromhex(
+    "0000010501010101010100000000000000000102030405060708090a0b100002010303020403050504040000017d"
+    "01020300041105122131410613516107227114328191a1082342b1c11552d1f02433627282090a161718191a2526"
+    "2728292a3435363738393a434445464748494a535455565758595a636465666768696a737475767778797a838485"
+    "868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6"
+    "d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8f9fa0100030101010101010101010000000000000102030405"
+    "060708090a0b1100020102040403040705040400010277000102031104052131061241510761711322328108144291"
+    "a1b1c109233352f0156272d10a162434e125f11718191a262728292a35363738393a434445464748494a5354555657"
+    "58595a636465666768696a737475767778797a82838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2"
+    "b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6d7d8d9dae2e3e4e5e6e7e8e9eaf2f3f4f5f6f7f8f9fa"
+)
+_STD_DHT_LUMA = 29 + 179  # the first two tables
+
+
+def _segments(js: bytes) -> list[tuple[int, int, int]]:
+    """``(marker, start, end)`` of the marker segments from after SOI up to and including SOS
+    (the entropy-coded data follows SOS); raises on a malformed structure."""
+    n, i, out = len(js), 2, []
+    if n < 4 or js[:2] != b"\xff\xd8":
+        raise CodecError(f"Corrupt {NAME} data: the JPEG stream lacks its SOI marker.")
     while True:
         if i + 4 > n or js[i] != 0xFF:
             raise CodecError(f"Corrupt {NAME} data: bad JPEG marker structure at byte {i}.")
@@ -1291,16 +1316,51 @@ def _jfif_validate(js: bytes, c: int, h: int, w: int, sub: bool) -> bytes:
         seg = int.from_bytes(js[i + 2:i + 4], "big")
         if seg < 2 or i + 2 + seg > n or marker in (0xD8, 0xD9, 0x01) or 0xD0 <= marker <= 0xD7:
             raise CodecError(f"Corrupt {NAME} data: bad JPEG segment {marker:#04x} at byte {i}.")
-        body = js[i + 4:i + 2 + seg]
+        out.append((marker, i, i + 2 + seg))
+        if marker == 0xDA:
+            return out
+        i += 2 + seg
+
+
+def _jfif_abbreviate(js: bytes) -> bytes:
+    """A complete stream written with the standard Huffman tables -> the same stream without
+    its DQT and DHT segments (the decoder restores both: :func:`_jfif_complete`)."""
+    drop = [(a, b) for m, a, b in _segments(js) if m in (0xDB, 0xC4)]
+    parts, pos = [], 0
+    for a, b in drop:
+        parts.append(js[pos:a])
+        pos = b
+    return b"".join(parts) + js[pos:]
+
+
+def _jfif_complete(js: bytes, tables: np.ndarray, c: int) -> bytes:
+    """Abbreviated stream (flags bit 7) -> complete baseline JPEG: SOI, then DQT with the
+    header's tables (luma, and chroma for 3 channels; zigzag order, 8-bit) and DHT with the
+    Annex K tables, then the rest of the stream, which MUST hold neither."""
+    if any(m in (0xDB, 0xC4) for m, _, _ in _segments(js)):
+        raise CodecError(f"Corrupt {NAME} data: an abbreviated JPEG stream carries DQT or DHT segments.")
+    nt = 1 if c == 1 else 2
+    if int(tables[:nt].max()) > 255:
+        raise CodecError(f"Corrupt {NAME} header: a JPEG stream needs 8-bit tables (<= 255).")
+    dqt = b"".join(bytes([i]) + tables[i][ZIGZAG].astype(np.uint8).tobytes() for i in range(nt))
+    dht = _STD_DHT if c == 3 else _STD_DHT[:_STD_DHT_LUMA]
+    return (js[:2] + b"\xff\xdb" + (2 + len(dqt)).to_bytes(2, "big") + dqt
+            + b"\xff\xc4" + (2 + len(dht)).to_bytes(2, "big") + dht + js[2:])
+
+
+def _jfif_validate(js: bytes, c: int, h: int, w: int, sub: bool) -> bytes:
+    """Check the JPEG stream's frame header against the chunk before any decoder sees it (no
+    allocation from a corrupt size field; baseline, 8-bit, the header's sampling)."""
+    if len(js) < 4 or js[:2] != b"\xff\xd8" or js[-2:] != b"\xff\xd9":
+        raise CodecError(f"Corrupt {NAME} data: the JPEG stream lacks its SOI/EOI markers (truncated?).")
+    frame = None
+    for marker, a, b in _segments(js):
         if marker == 0xC0:
-            if frame is not None or len(body) < 6:
+            if frame is not None or b - a < 10:
                 raise CodecError(f"Corrupt {NAME} data: bad JPEG frame header.")
-            frame = body
+            frame = js[a + 4:b]
         elif 0xC1 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             raise CodecError(f"Corrupt {NAME} data: JPEG frame type {marker:#04x}; only baseline (0xc0) is valid.")
-        elif marker == 0xDA:
-            break
-        i += 2 + seg
     if frame is None:
         raise CodecError(f"Corrupt {NAME} data: no JPEG frame header before the scan.")
     p, fh, fw, nf = frame[0], int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big"), frame[5]

@@ -604,3 +604,34 @@ def test_jfif_abbreviated_streams_restore_the_standard_tables() -> None:
     assert not data[5] & 128  # large or noisy: optimised Huffman tables win, the stream is complete
     with pytest.raises(CodecError, match="flags"):  # bit 7 without bit 6
         DctCodec().decode(data[:5] + bytes([(data[5] & ~64) | 128]) + data[6:], big.shape)
+
+
+def test_jfif_cuda_path_hands_the_completed_stream_to_the_gpu_decoder(monkeypatch) -> None:
+    """No GPU here: a stand-in for ``torchvision.io.decode_jpeg(data, device=...)`` checks the
+    glue (a 1-D uint8 tensor holding the complete JPEG; ``[C, H, W]`` uint8 back; shape check)."""
+    import io
+
+    from PIL import Image
+
+    from qpyr.codecs import dct
+
+    seen = []
+
+    def fake_decode_jpeg(data: torch.Tensor, device: torch.device) -> torch.Tensor:
+        assert data.dtype == torch.uint8 and data.dim() == 1 and device.type == "cuda"
+        seen.append(bytes(data.numpy()))
+        with Image.open(io.BytesIO(seen[-1])) as im:
+            return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+    monkeypatch.setattr(dct, "_NVJPEG", [fake_decode_jpeg])
+    x = _photo(40, 56)
+    codec = DctCodec(quality=70, entropy="jfif", chroma="420")
+    data = codec.encode(x)
+    payload = codec.decode_coefficients(data, x.shape)
+    out = codec.reconstruct(payload, torch.device("cuda"), torch.float32)
+    assert seen == [payload.data] and seen[0][:2] == b"\xff\xd8" and b"\xff\xc4" in seen[0]  # tables restored
+    assert out.dtype == torch.float32 and tuple(out.shape) == x.shape
+    assert (out - torch.from_numpy(codec.decode(data, x.shape)).float()).abs().max() <= 2
+    bad = dataclasses.replace(payload, shape=(3, 40, 57))
+    with pytest.raises(CodecError, match="nvJPEG"):
+        codec.reconstruct(bad, torch.device("cuda"), torch.uint8)

@@ -387,11 +387,11 @@ class Quantizer:
             b = self.block
             s = s.repeat_interleave(b, dim=-2).repeat_interleave(b, dim=-1)[..., :h, :w]
             z = z.repeat_interleave(b, dim=-2).repeat_interleave(b, dim=-1)[..., :h, :w]
-        if not stored.dtype.is_floating_point and z.numel() <= 64 and not bool(z.any()):
+        if (stored.device.type == "cpu" and not stored.dtype.is_floating_point and z.numel() <= 64
+                and not bool(z.any())):
             # zero point 0 (every 8-bit source level): (x - 0) * s is x * s exactly; one
-            # promoting multiply instead of a conversion and two passes
-            # (a contiguous result whatever the layout of ``stored``: jfif samples are a [C, H, W]
-            # view of an [H, W, C] buffer, and elementwise ops would keep that layout)
+            # promoting multiply instead of a conversion and two passes. CPU only: the check
+            # would cost an accelerator a device sync per call, for a pass it barely notices.
             out = torch.empty(torch.broadcast_shapes(stored.shape, s.shape), dtype=torch.float32, device=stored.device)
             return torch.mul(stored, s.to(torch.float32), out=out)
         out = stored.to(torch.float32, memory_format=torch.contiguous_format)  # integer codes: a fresh tensor

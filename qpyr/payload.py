@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -234,7 +234,10 @@ class LevelPayload:
         """Values ``Tensor[C, height, width]`` of ``dtype`` on ``device``: in [0, 1] for 8/16-bit
         sources, source units otherwise. The arithmetic runs on ``device``."""
         dev = torch.device(device)
-        t = self.codes(dev)
+        return self._values(self.codes(dev), dev, dtype)
+
+    def _values(self, t: torch.Tensor, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """:meth:`decode` from the result's stored samples ``t`` (what :meth:`codes` gives)."""
         p, py, px = self._params(dev)
         q = self.quantizer
         if py or px:
@@ -358,12 +361,32 @@ class PayloadBatch(Sequence[LevelPayload]):
             vals = self._decode_group(g, dev, dtype)
             for j, i in enumerate(idx):
                 out[i] = vals[j]
+        for i, t in _batched_codes(self._items, self._where, dev).items():
+            out[i] = self._items[i]._values(t, dev, dtype)
         for i, p in enumerate(self._items):
-            if i not in self._where:
+            if out[i] is None:
                 out[i] = p.decode(dev, dtype)
         if stack and all(t.shape == out[0].shape for t in out):  # type: ignore[union-attr]
             return torch.stack(out)  # type: ignore[arg-type]
         return out
+
+
+def _batched_codes(items: Sequence[LevelPayload], skip: Mapping[int, Any], dev: torch.device) -> dict[int, torch.Tensor]:
+    """Stored samples of the single-chunk payloads whose split codec decodes a whole batch in
+    one call on ``dev`` (``qpyr.dct`` JPEG streams on CUDA: one batched nvJPEG call), by index;
+    the rest decode one by one."""
+    if dev.type == "cpu":
+        return {}
+    idx = [i for i, p in enumerate(items) if i not in skip and p.samples is None and len(p.tiles) == 1
+           and p.tiles[0][:2] == (0, 0) and hasattr(p.codec, "reconstruct_batch")]
+    if len(idx) < 2:
+        return {}
+    codec = items[idx[0]].codec
+    idx = [i for i in idx if items[i].codec == codec]
+    decoded = codec.reconstruct_batch([items[i].tiles[0][2] for i in idx], dev)
+    if decoded is None:
+        return {}
+    return {i: t[:, :items[i].height, :items[i].width] for i, t in zip(idx, decoded, strict=True)}
 
 
 def decode_payloads(payloads: Sequence[LevelPayload], device: str | torch.device = "cpu",

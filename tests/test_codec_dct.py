@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -635,3 +636,41 @@ def test_jfif_cuda_path_hands_the_completed_stream_to_the_gpu_decoder(monkeypatc
     bad = dataclasses.replace(payload, shape=(3, 40, 57))
     with pytest.raises(CodecError, match="nvJPEG"):
         codec.reconstruct(bad, torch.device("cuda"), torch.uint8)
+
+
+def test_jfif_batch_decode_on_cuda_is_one_decoder_call(monkeypatch) -> None:
+    """No GPU here: a stand-in for batched ``torchvision.io.decode_jpeg(list, device=...)``
+    checks that a batch of JPEG chunks is one call, and that an old torchvision without
+    list input (TypeError) falls back to per-chunk decoding (None)."""
+    import io
+
+    from PIL import Image
+
+    from qpyr.codecs import dct
+    from qpyr.payload import LevelPayload, _batched_codes
+    from qpyr.quant import Quantizer, StoredType
+
+    calls = []
+
+    def fake_decode_jpeg(data: Any, device: torch.device) -> Any:
+        if not isinstance(data, list):
+            raise TypeError("single tensors only in this stand-in")
+        calls.append(len(data))
+        return [torch.from_numpy(np.array(Image.open(io.BytesIO(bytes(d.numpy()))).convert("RGB"))).permute(2, 0, 1)
+                for d in data]
+
+    monkeypatch.setattr(dct, "_NVJPEG", [fake_decode_jpeg])
+    codec = DctCodec(quality=70, entropy="jfif", chroma="444")
+    xs = [_photo(40, 56), _photo(48, 32)]
+    payloads = [codec.decode_coefficients(codec.encode(x), x.shape) for x in xs]
+    out = codec.reconstruct_batch(payloads, torch.device("cuda"))
+    assert calls == [2] and out is not None and [tuple(t.shape) for t in out] == [x.shape for x in xs]
+    assert codec.reconstruct_batch(payloads, torch.device("cpu")) is None  # CPU: libjpeg-turbo per chunk
+    q = Quantizer(dtype=StoredType.UINT8, range=(0.0, 1.0), clamp=True)
+    items = [LevelPayload(quantizer=q, value_scale=1 / 255, height=x.shape[1] - 3, width=x.shape[2], origin=(0, 0),
+                          stored_dtype="uint8", channels=3, codec=codec, tiles=((0, 0, p),), tile_shape=x.shape)
+             for x, p in zip(xs, payloads, strict=True)]
+    codes = _batched_codes(items, {}, torch.device("cuda"))
+    assert calls == [2, 2] and sorted(codes) == [0, 1] and tuple(codes[0].shape) == (3, 37, 56)
+    monkeypatch.setattr(dct, "_NVJPEG", [lambda data, device: (_ for _ in ()).throw(TypeError("old"))])
+    assert codec.reconstruct_batch(payloads, torch.device("cuda")) is None and _batched_codes(items, {}, torch.device("cuda")) == {}

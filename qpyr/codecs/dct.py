@@ -381,6 +381,25 @@ class DctCodec:
         """Pixels ``Tensor[C, H, W]`` in [0, 255] on ``device``: float32 unrounded, or uint8."""
         return reconstruct(payload, device, dtype)
 
+    def reconstruct_batch(self, payloads: Sequence[DctCoefficients | JfifStream],
+                          device: str | torch.device) -> list[torch.Tensor] | None:
+        """``uint8`` reconstructions of many chunks in one decoder call, or None where there
+        is none: JPEG streams on CUDA with torchvision (one batched nvJPEG call). Callers fall
+        back to :meth:`reconstruct` per chunk on None."""
+        dev = torch.device(device)
+        dec = _gpu_jpeg_decoder() if dev.type == "cuda" else None
+        if dec is None or not payloads or not all(isinstance(p, JfifStream) for p in payloads):
+            return None
+        streams = [torch.frombuffer(bytearray(p.data), dtype=torch.uint8) for p in payloads]
+        try:
+            out = dec(streams, device=dev)
+        except TypeError:  # a torchvision without batched decode_jpeg: decode one by one
+            return None
+        for t, p in zip(out, payloads, strict=True):
+            if tuple(t.shape) != p.shape:  # type: ignore[union-attr]
+                raise CodecError(f"Corrupt {NAME} data: nvJPEG decoded {tuple(t.shape)}, expected {p.shape}.")
+        return list(out)
+
     def simulate(self, chunk: np.ndarray) -> np.ndarray:
         """``decode(encode(chunk))`` without the entropy coder: ``uint8 [C, H, W]``.
 

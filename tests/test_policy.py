@@ -41,11 +41,27 @@ def test_default_policy_is_registered():
     ("lossless:codec=png", "qpyr or zstd"),
     ("int8:clamp=maybe", "true/false"),
     ("int8:scheme", "key=value"),
+    # content-adaptive, saliency and budget policies (issue #7)
+    ("saliency:size=3", "Unknown parameter(s) ['size'] for policy 'saliency'; valid: tile, prune, int4, int8, fp16, frames"),
+    ("adaptive:q=3", "valid: edge_lo, edge_hi"),
+    ("budget:b=3", "valid: bytes, weights, ssim, qualities"),
+    ("budget", "needs bytes=B"),
+    ("budget:bytes=0", "bytes in 1.."),
+    ("saliency:int4=0.5,int8=0.3", "thresholds in order"),
+    ("saliency:prune=2", "prune in 0.0..1.0"),
+    ("saliency:tile=48", "tile in [8, 16, 32, 64, 128, 256]"),
+    ("adaptive:edge_lo=0.5,edge_hi=0.1", "thresholds in order"),
+    ("adaptive:q_low=95,q_high=50", "in order"),
+    ("budget:bytes=100,weights=1/x", "number for weights"),
+    ("nope", "valid policies: lossless, fp32"),
 ])
 def test_bad_specs_name_the_problem(spec, needle):
     with pytest.raises(PolicyError) as e:
         parse_policy(spec)
     assert needle in str(e.value)
+    if "valid policies" in needle:
+        for name in ("adaptive", "saliency", "budget"):
+            assert name in str(e.value)
 
 
 def _levels(photo, n=3):

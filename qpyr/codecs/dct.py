@@ -390,15 +390,10 @@ class DctCodec:
         dec = _gpu_jpeg_decoder() if dev.type == "cuda" else None
         if dec is None or not payloads or not all(isinstance(p, JfifStream) for p in payloads):
             return None
-        streams = [torch.frombuffer(bytearray(p.data), dtype=torch.uint8) for p in payloads]
         try:
-            out = dec(streams, device=dev)
+            return _gpu_jpeg_decode(dec, payloads, dev)  # type: ignore[arg-type]
         except TypeError:  # a torchvision without batched decode_jpeg: decode one by one
             return None
-        for t, p in zip(out, payloads, strict=True):
-            if tuple(t.shape) != p.shape:  # type: ignore[union-attr]
-                raise CodecError(f"Corrupt {NAME} data: nvJPEG decoded {tuple(t.shape)}, expected {p.shape}.")
-        return list(out)
 
     def simulate(self, chunk: np.ndarray) -> np.ndarray:
         """``decode(encode(chunk))`` without the entropy coder: ``uint8 [C, H, W]``.
@@ -1422,12 +1417,23 @@ def _gpu_jpeg_decoder() -> Any | None:
     return _NVJPEG[0]
 
 
+def _gpu_jpeg_decode(dec: Any, streams: JfifStream | Sequence[JfifStream], dev: torch.device) -> Any:
+    """``dec`` (``torchvision.io.decode_jpeg``) on one stream or a list of them (one batched
+    call), each result's shape checked against its chunk's."""
+    one = isinstance(streams, JfifStream)
+    todo = [streams] if one else list(streams)  # type: ignore[list-item]
+    data = [torch.frombuffer(bytearray(s.data), dtype=torch.uint8) for s in todo]
+    out = [dec(data[0], device=dev)] if one else list(dec(data, device=dev))
+    for t, s in zip(out, todo, strict=True):
+        if tuple(t.shape) != s.shape:
+            raise CodecError(f"Corrupt {NAME} data: nvJPEG decoded {tuple(t.shape)}, expected {s.shape}.")
+    return out[0] if one else out
+
+
 def _jfif_reconstruct(stream: JfifStream, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
     dec = _gpu_jpeg_decoder() if dev.type == "cuda" else None
     if dec is not None:
-        t = dec(torch.frombuffer(bytearray(stream.data), dtype=torch.uint8), device=dev)
-        if tuple(t.shape) != stream.shape:
-            raise CodecError(f"Corrupt {NAME} data: nvJPEG decoded {tuple(t.shape)}, expected {stream.shape}.")
+        t = _gpu_jpeg_decode(dec, stream, dev)
     else:
         a = torch.from_numpy(_jfif_pixels(stream))
         # planar [C, H, W] like every other reconstruction: a uint8 transpose (~0.2 ms for

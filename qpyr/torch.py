@@ -44,13 +44,19 @@ __all__ = ["PyramidDataset", "StreamingPyramidDataset", "decode_batch", "fake_qu
 _STATE_VERSION = 1
 
 
-def _with_coarser(st: Store, i: int, li: int, p: LevelPayload) -> LevelPayload:
-    """``p`` with the coarser levels its pruned tiles fill from (device-side decoding cannot
-    go back to the store), fetched as payloads too; ``p`` itself when nothing is pruned."""
-    if not p.pruned or li + 1 >= st.item_levels(i):
-        return p
-    c = st.fetch(i, [li + 1], coefficients=True)[li + 1]
-    return dataclasses.replace(p, coarser=_with_coarser(st, i, li + 1, c))
+def _with_coarser(st: Store, items: Sequence[int], li: int, payloads: list[LevelPayload]) -> list[LevelPayload]:
+    """``payloads`` (level ``li`` of ``items``) with the coarser levels their pruned tiles fill
+    from (device-side decoding cannot go back to the store): one batched fetch per coarser
+    level, like the batch itself; payloads without pruned tiles are returned as they are."""
+    need = [k for k, p in enumerate(payloads) if p.pruned and li + 1 < st.item_levels(items[k])]
+    if not need:
+        return payloads
+    sub = [items[k] for k in need]
+    coarse = _with_coarser(st, sub, li + 1, st.fetch_batch(sub, li + 1, coefficients=True))
+    out = list(payloads)
+    for k, c in zip(need, coarse, strict=True):
+        out[k] = dataclasses.replace(out[k], coarser=c)
+    return out
 
 
 def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -120,9 +126,11 @@ class _Source:
         levels: list[dict[int, Any]] = [{} for _ in idx]
         for li, js in plan.items():
             payloads = st.fetch_batch([idx[j] for j in js], li, coefficients=self.device_decode)
+            if self.device_decode:
+                payloads = _with_coarser(st, [idx[j] for j in js], li, payloads)
             for j, p in zip(js, payloads, strict=True):
                 if self.device_decode:
-                    levels[j][li] = _with_coarser(st, idx[j], li, p)
+                    levels[j][li] = p
                 else:
                     t = p.decode("cpu", self.dtype)
                     if p.pruned:

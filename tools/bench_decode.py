@@ -4,9 +4,8 @@ For each photo (scikit-image; default astronaut) and chunk size (default 512), p
 milliseconds and images/s of
 
 - ``qpyr.dct`` ``ctx`` / ``fast`` / ``jfif`` x ``420`` / ``444`` (``DctCodec.decode``: entropy
-  decode + reconstruct to contiguous ``uint8 [C, H, W]``, with the two halves timed on their own
-  too; for ``jfif`` the first half is the stream check and the second libjpeg-turbo's decode
-  plus the transpose to planar),
+  decode + reconstruct, with the two halves timed on their own too; for ``jfif`` the first half
+  is the stream check and the second libjpeg-turbo's decode),
   against Pillow JPEG decode of the same image at the same quality and subsampling
   (``optimize=True``);
 - at equal RGB-SSIM (``--ssim``, default 0.95, the default policy's floor): each encoding at the
@@ -17,12 +16,19 @@ milliseconds and images/s of
   call and the colour inverse timed on their own too), against Pillow PNG decode
   (``optimize=True``) of the same image,
 
-and the ratio qpyr images/s / peer images/s (>= 1.0 is the design target). qpyr decodes to
-planar C-contiguous ``uint8 [C, H, W]`` (what ``Store.read`` and the datasets start from);
-Pillow to interleaved ``[H, W, C]``, so each DCT line also gives the ratio against Pillow plus
-the transpose to qpyr's layout (``vs Pillow->[C,H,W]``: the same output from both). Peer and qpyr are
-timed interleaved in the same run, best of ``--repeat``, with ``torch.set_num_threads(1)``,
-because timings on a shared machine are noisy.
+and the ratio qpyr images/s / peer images/s (>= 1.0 is the design target). Each DCT line gives
+that ratio for three outputs of the same pixels:
+
+- each decoder's own: Pillow's interleaved ``uint8 [H, W, C]`` array; qpyr's ``uint8 [C, H, W]``
+  (``jfif`` on CPU: a view of the decoder's interleaved memory, as
+  ``torchvision.io.decode_jpeg`` returns it; ``ctx``/``fast``: planar);
+- C-contiguous ``uint8 [C, H, W]`` (Pillow plus a transpose; qpyr plus ``ascontiguousarray``);
+- C-contiguous ``float32 [C, H, W]`` in [0, 1], the model input, made from either decoder's
+  ``[C, H, W]`` view by the same single fused multiply (what ``Store.read``'s dequantisation
+  does).
+
+Peer and qpyr are timed interleaved in the same run, best of ``--repeat``, with
+``torch.set_num_threads(1)``, because timings on a shared machine are noisy.
 
 ``--baseline DIR`` also times reference copies of ``dct.py`` / ``lossless.py`` found in DIR
 (e.g. the files before an optimisation: ``git show HEAD:qpyr/codecs/dct.py > DIR/dct.py``) on
@@ -94,10 +100,29 @@ def _pil_decoder(blob: bytes) -> Callable[[], np.ndarray]:
     return dec
 
 
-def _pil_planar(blob: bytes) -> Callable[[], np.ndarray]:
-    """Pillow decode to the layout qpyr returns: planar ``uint8 [C, H, W]``, C-contiguous."""
-    dec = _pil_decoder(blob)
-    return lambda: np.ascontiguousarray(dec().transpose(2, 0, 1))
+def _to_float(chw: np.ndarray) -> torch.Tensor:
+    """``uint8 [C, H, W]`` (any strides) -> C-contiguous ``float32 [C, H, W]`` in [0, 1]: model
+    input, the same single fused pass for both decoders (torchvision's ``to_tensor`` takes two)."""
+    out = torch.empty(chw.shape, dtype=torch.float32)
+    return torch.mul(torch.from_numpy(chw), 1.0 / 255.0, out=out)
+
+
+def _outputs(peer: Callable[[], np.ndarray], qpyr: Callable[[], np.ndarray]) -> dict[str, Callable[[], Any]]:
+    """Both decoders timed to three outputs: their own (``peer``: Pillow's interleaved
+    ``[H, W, C]``; ``qpyr``: ``[C, H, W]``, for JPEG streams a view of the decoder's interleaved
+    memory), C-contiguous ``uint8 [C, H, W]``, and C-contiguous ``float32 [C, H, W]`` in [0, 1]."""
+    return {
+        "peer": peer, "decode": qpyr,
+        "peer_u8": lambda: np.ascontiguousarray(peer().transpose(2, 0, 1)),
+        "u8": lambda: np.ascontiguousarray(qpyr()),
+        "peer_f32": lambda: _to_float(peer().transpose(2, 0, 1)),
+        "f32": lambda: _to_float(qpyr()),
+    }
+
+
+def _layouts(t: dict[str, float]) -> str:
+    return (f" | uint8 [C,H,W] {t['u8'] * 1e3:.2f} vs {t['peer_u8'] * 1e3:.2f} ms: {t['peer_u8'] / t['u8']:.2f}x"
+            f" | float32 [C,H,W] {t['f32'] * 1e3:.2f} vs {t['peer_f32'] * 1e3:.2f} ms: {t['peer_f32'] / t['f32']:.2f}x")
 
 
 def _line(label: str, t: float, peer: str, tp: float, extra: str = "") -> str:
@@ -114,22 +139,19 @@ def bench_dct(img: np.ndarray, quality: int, repeat: int, base: ModuleType | Non
     for ch, sub in (("420", 2), ("444", 0)):
         bio = io.BytesIO()
         Image.fromarray(img).save(bio, "JPEG", quality=quality, optimize=True, subsampling=sub)
-        pil, planar = _pil_decoder(bio.getvalue()), _pil_planar(bio.getvalue())
+        pil = _pil_decoder(bio.getvalue())
         for entropy in ("ctx", "fast", "jfif"):
             codec = dct.DctCodec(quality=quality, chroma=ch, entropy=entropy)  # type: ignore[arg-type]
-            _bench_dct_one(codec, chunk, pil, planar, f"dct {entropy} {ch} q{quality}", repeat, base)
+            _bench_dct_one(codec, chunk, pil, f"dct {entropy} {ch} q{quality}", repeat, base)
 
 
 def _bench_dct_one(
-    codec: dct.DctCodec, chunk: np.ndarray, pil: Callable[[], Any], planar: Callable[[], Any], label: str, repeat: int,
-    base: ModuleType | None
+    codec: dct.DctCodec, chunk: np.ndarray, pil: Callable[[], Any], label: str, repeat: int, base: ModuleType | None
 ) -> None:
     data = codec.encode(chunk)
     payload = codec.decode_coefficients(data, chunk.shape)
     fns: dict[str, Callable[[], Any]] = {
-        "peer": pil,
-        "planar": planar,
-        "decode": lambda: codec.decode(data, chunk.shape),
+        **_outputs(pil, lambda: codec.decode(data, chunk.shape)),
         "entropy": lambda: codec.decode_coefficients(data, chunk.shape),
         "torch": lambda: dct.reconstruct(payload, "cpu", torch.uint8),
     }
@@ -140,8 +162,7 @@ def _bench_dct_one(
         ok = np.array_equal(bcodec.decode(data, chunk.shape), codec.decode(data, chunk.shape))
         same = " same pixels" if ok else " PIXELS DIFFER"
     t = _best(fns, repeat)
-    extra = (f" (entropy {t['entropy'] * 1e3:.2f} + torch {t['torch'] * 1e3:.2f}) | vs Pillow->[C,H,W]"
-             f" {t['planar'] * 1e3:.2f} ms: {t['planar'] / t['decode']:.2f}x")
+    extra = f" (entropy {t['entropy'] * 1e3:.2f} + torch {t['torch'] * 1e3:.2f})" + _layouts(t)
     if base is not None:
         extra += f" | baseline {t['base'] * 1e3:.2f} ms ({t['base'] / t['decode']:.2f}x slower,{same})"
     print(_line(label, t["decode"], "Pillow JPEG", t["peer"], extra))
@@ -176,7 +197,7 @@ def bench_equal_ssim(img: np.ndarray, target: float, repeat: int) -> None:
         return b, np.asarray(Image.open(io.BytesIO(b)).convert("RGB")).transpose(2, 0, 1)
 
     qp, blob = _min_quality(pil_enc, img, target)
-    pil, planar = _pil_decoder(blob), _pil_planar(blob)
+    pil = _pil_decoder(blob)
     print(f"  at equal RGB-SSIM >= {target}: Pillow JPEG 4:2:0 q{qp} {len(blob):,} B")
     for ch in ("444", "420"):
         for entropy in ("ctx", "jfif"):
@@ -187,11 +208,9 @@ def bench_equal_ssim(img: np.ndarray, target: float, repeat: int) -> None:
 
             q, data = _min_quality(enc, img, target)
             codec = dct.DctCodec(quality=q, chroma=ch, entropy=entropy, family="ssim")  # type: ignore[arg-type]
-            t = _best({"peer": pil, "planar": planar,
-                       "decode": lambda codec=codec, data=data: codec.decode(data, chunk.shape)}, repeat)
+            t = _best(_outputs(pil, lambda codec=codec, data=data: codec.decode(data, chunk.shape)), repeat)
             print(_line(f"dct {entropy} {ch} ssim q{q}", t["decode"], "Pillow JPEG", t["peer"],
-                        f" | vs Pillow->[C,H,W] {t['planar'] * 1e3:.2f} ms: {t['planar'] / t['decode']:.2f}x"
-                        f" | bytes {len(data):,} = {len(data) / len(blob):.3f}x JPEG"))
+                        _layouts(t) + f" | bytes {len(data):,} = {len(data) / len(blob):.3f}x JPEG"))
 
 
 def bench_lossless(img: np.ndarray, repeat: int, base: ModuleType | None) -> None:

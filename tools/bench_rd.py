@@ -243,11 +243,13 @@ def speed(img: np.ndarray, quality: int = 75, repeat: int = 20) -> None:
         f"quality {quality}, best of {repeat} (decode = entropy + torch reconstruct to uint8):"
     )
     for sub, ch in ((2, "420"), (0, "444")):
-        for entropy in ("ctx", "fast"):
+        for entropy in ("ctx", "fast", "jfif"):
             _speed_one(img, chunk, quality, sub, ch, entropy, best, mp)
     print(
         "  ctx = default entropy mode (context-modelled rANS, smallest); fast = entropy='fast' "
-        "(zstd, larger, faster to decode). The torch half is the same for both."
+        "(zstd, larger, faster to decode); the torch half is the same for both. jfif = "
+        "entropy='jfif' (a baseline JPEG stream decoded by libjpeg-turbo; qpyr's output is a "
+        "[C, H, W] view of it). tools/bench_decode.py breaks decode down further."
     )
 
 

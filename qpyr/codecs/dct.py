@@ -1390,15 +1390,16 @@ def _jfif_validate(js: bytes, c: int, h: int, w: int, sub: bool) -> bytes:
 
 
 def _jfif_pixels(stream: JfifStream) -> np.ndarray:
-    """libjpeg-turbo decode: ``uint8 [H, W, C]`` (``[H, W]`` for one channel)."""
-    import imagecodecs
+    """libjpeg-turbo decode (through simplejpeg's TurboJPEG binding: the fastest CPU JPEG
+    decoder measured, ``tools/bench_decode.py``): ``uint8 [H, W, C]``."""
+    import simplejpeg
 
-    try:
-        a = imagecodecs.jpeg8_decode(stream.data)
-    except Exception as e:  # corrupt entropy data
-        raise CodecError(f"Corrupt {NAME} data: the JPEG decoder failed: {e}") from e
     c, h, w = stream.shape
-    if a.dtype != np.uint8 or a.shape[:2] != (h, w) or (a.shape[2] if a.ndim == 3 else 1) != c:
+    try:
+        a = simplejpeg.decode_jpeg(stream.data, colorspace="GRAY" if c == 1 else "RGB", strict=True)
+    except Exception as e:  # corrupt entropy data (strict: libjpeg warnings are errors too)
+        raise CodecError(f"Corrupt {NAME} data: the JPEG decoder failed: {e}") from e
+    if a.dtype != np.uint8 or a.shape != (h, w, c):
         raise CodecError(f"Corrupt {NAME} data: the JPEG decoded to {a.dtype} {a.shape}, expected {h}x{w}x{c}.")
     return a
 
@@ -1435,9 +1436,10 @@ def _jfif_reconstruct(stream: JfifStream, dev: torch.device, dtype: torch.dtype)
     if dec is not None:
         t = _gpu_jpeg_decode(dec, stream, dev)
     else:
-        a = torch.from_numpy(_jfif_pixels(stream))
-        # planar [C, H, W] like every other reconstruction: a uint8 transpose (~0.2 ms for
-        # 512x512) is the cheapest point to leave the decoder's interleaved layout; float ops on
-        # a strided view either keep it (collation then pays more) or run 10x slower
-        t = (a[None] if a.ndim == 2 else a.permute(2, 0, 1).contiguous()).to(dev)
+        # [C, H, W] as a view of the decoder's interleaved [H, W, C] memory (channels-last
+        # strides), as torchvision.io.decode_jpeg returns it: leaving the interleaved layout costs
+        # one strided pass (~0.2 ms for 512x512) wherever it happens, so it happens once, inside
+        # the consumer's own first pass (dequantisation into a contiguous float tensor, the
+        # copy into a staging buffer or a batch), not as an extra uint8 transpose here
+        t = torch.from_numpy(_jfif_pixels(stream)).permute(2, 0, 1).to(dev)
     return t if dtype == torch.uint8 else t.to(dtype)

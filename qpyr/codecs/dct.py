@@ -321,9 +321,11 @@ class DctCodec:
             head += np.array(self.tables, dtype="<u2").tobytes()
         if jfif:
             full = _jfif_encode(arr, self.table_array(), sub, optimize=True)
-            abbrev = _jfif_abbreviate(_jfif_encode(arr, self.table_array(), sub, optimize=False))
-            if len(abbrev) < len(full):  # small chunks: ~0.5 kB of tables outweigh optimised Huffman codes
-                return head[:5] + bytes([flags | _FLAG_ABBREV]) + head[6:] + abbrev
+            if len(full) < _JFIF_ABBREV_BELOW:
+                # small chunks: ~0.5 kB of tables can outweigh optimised Huffman codes
+                abbrev = _jfif_abbreviate(_jfif_encode(arr, self.table_array(), sub, optimize=False))
+                if len(abbrev) < len(full):
+                    return head[:5] + bytes([flags | _FLAG_ABBREV]) + head[6:] + abbrev
             return head + full
         coefs, classes = self._coefficients(arr)
         if fast:
@@ -1277,6 +1279,12 @@ def _jfif_check_shape(c: int, h: int, w: int) -> None:
                          "use entropy='ctx' or 'fast' for other channel counts.")
     if max(h, w) > _JFIF_MAX_SIDE:
         raise ValueError(f"entropy='jfif' codes chunks up to {_JFIF_MAX_SIDE} samples a side. Got {h}x{w}.")
+
+
+# Complete streams of at least this many bytes are written without trying the abbreviated form
+# (a second libjpeg encode): over 300 random crops (16..512 px, quality 30..97, both table
+# families), the abbreviated form saved at most 0.6 % (mean 0.02 %) on streams above 16 KiB.
+_JFIF_ABBREV_BELOW = 16384
 
 
 def _jfif_encode(arr: np.ndarray, tables: np.ndarray, sub: bool, *, optimize: bool) -> bytes:

@@ -17,7 +17,6 @@ from .errors import QpyrError
 
 __all__ = ["main", "console_main"]
 
-SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
 
 
 def _storage_options(pairs: Sequence[str] | None) -> dict[str, Any] | None:
@@ -139,19 +138,11 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Pack scikit-image's sample photos (real photos shipped in the package) and print info."""
-    try:
-        import skimage.data as skd
-    except ImportError:
-        raise QpyrError("The demo packs scikit-image's sample photos: pip install scikit-image.") from None
-    import numpy as np
-
     from . import pack
     from .report import info_dict, render_info
+    from .samples import SAMPLE_PHOTOS, sample_photo
 
-    photos: dict[str, np.ndarray] = {}
-    for name in SAMPLE_PHOTOS:
-        img = skd.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skd, name)()
-        photos[f"{name}.png"] = np.asarray(img)
+    photos = {f"{name}.png": sample_photo(name) for name in SAMPLE_PHOTOS}
     store = pack(photos, args.output, policy=args.policy, overwrite=True, progress=_progress(args),
                  storage_options=_storage_options(args.storage_option))
     print(render_info(info_dict(store)))

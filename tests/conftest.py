@@ -5,21 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-PHOTO_NAMES = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
-
-
-def load_photo(name: str) -> np.ndarray:
-    import skimage.data as skd
-
-    if name == "motorcycle":
-        return np.asarray(skd.stereo_motorcycle()[0])
-    return np.asarray(getattr(skd, name)())
+from qpyr.samples import SAMPLE_PHOTOS, sample_photo
 
 
 @pytest.fixture(scope="session")
 def photos() -> dict[str, np.ndarray]:
     """The five real RGB photos as uint8 [H, W, 3] arrays."""
-    return {n: load_photo(n) for n in PHOTO_NAMES}
+    return {n: sample_photo(n) for n in SAMPLE_PHOTOS}
 
 
 @pytest.fixture(scope="session")

@@ -24,32 +24,18 @@ from qpyr.estimate import EstimateInputError, estimate, estimate_store
 from qpyr.estimate.prices import UnknownStorageClassError, shipped_prices_text
 from qpyr.estimate.sampling import reservoir
 from qpyr.inputs import InputRef
+from qpyr.samples import random_crops, sample_photo
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "spec" / "schemas" / "estimate.schema.json").read_text("utf-8"))
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "camera", "coins", "moon")
 FAST = {"providers": ["aws-s3:standard"]}
 
 
-def _sources() -> list[np.ndarray]:
-    """Real photos shipped with scikit-image: RGB (astronaut ... motorcycle) and gray."""
-    import skimage.data as skd
-
-    return [np.asarray(skd.stereo_motorcycle()[0] if n == "motorcycle" else getattr(skd, n)()) for n in PHOTOS]
-
-
 def _corpus(root: Path, n: int, lo: int, hi: int, seed: int) -> Path:
     """``n`` PNGs: random crops and rescales of real photos (RGB and gray), sides lo..hi px."""
-    rng = np.random.default_rng(seed)
-    src = _sources()
     root.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        a = src[int(rng.integers(len(src)))]
-        h, w = (int(x) for x in rng.integers(lo, hi + 1, 2))
-        s = rng.uniform(0.2, 1.0)
-        H, W = a.shape[:2]
-        ch, cw = min(H, max(8, int(h / s))), min(W, max(8, int(w / s)))
-        y, x = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
-        Image.fromarray(a[y:y + ch, x:x + cw]).resize((w, h), Image.Resampling.BILINEAR).save(root / f"im{i:05d}.png")
+    for i, a in enumerate(random_crops([sample_photo(p) for p in PHOTOS], n, lo, hi, seed=seed)):
+        Image.fromarray(a).save(root / f"im{i:05d}.png")
     return root
 
 

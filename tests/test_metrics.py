@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 from scipy.ndimage import gaussian_filter
-from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from qpyr.errors import InputError, QpyrError
@@ -26,6 +25,7 @@ from qpyr.metrics import (
     ssim,
     y_ssim,
 )
+from qpyr.samples import sample_photo
 
 TOL = 1e-4  # required agreement with scikit-image
 TIGHT = 1e-10  # agreement between our own code paths (all float64)
@@ -34,23 +34,23 @@ TIGHT = 1e-10  # agreement between our own code paths (all float64)
 # fixtures / helpers
 # --------------------------------------------------------------------------------------------
 
-# (loader, crop (top, left, height, width)); crops are <= 256x256 for speed and deliberately
+# crop (top, left, height, width) per photo; crops are <= 256x256 for speed and deliberately
 # non-square for some images to catch H/W mix-ups.
 _PHOTOS = {
-    "astronaut": (lambda: data.astronaut(), (0, 128, 256, 256)),
-    "chelsea": (lambda: data.chelsea(), (50, 100, 192, 256)),
-    "coffee": (lambda: data.coffee(), (80, 150, 256, 200)),
-    "rocket": (lambda: data.rocket(), (150, 200, 160, 240)),
-    "camera": (lambda: data.camera(), (64, 128, 256, 256)),
-    "motorcycle": (lambda: data.stereo_motorcycle()[0], (150, 250, 224, 256)),
+    "astronaut": (0, 128, 256, 256),
+    "chelsea": (50, 100, 192, 256),
+    "coffee": (80, 150, 256, 200),
+    "rocket": (150, 200, 160, 240),
+    "camera": (64, 128, 256, 256),
+    "motorcycle": (150, 250, 224, 256),
 }
 
 
 @cache
 def photo(name: str) -> np.ndarray:
     """uint8 [H, W] (gray) or [H, W, 3] crop of a skimage sample photo."""
-    load, (top, left, h, w) = _PHOTOS[name]
-    im = np.ascontiguousarray(load()[top : top + h, left : left + w])
+    top, left, h, w = _PHOTOS[name]
+    im = np.ascontiguousarray(sample_photo(name)[top : top + h, left : left + w])
     assert im.shape[:2] == (h, w)
     return im
 
@@ -167,7 +167,7 @@ def test_ssim_and_psnr_match_skimage(name: str, kind: str, level: float) -> None
 
 
 def test_ssim_matches_skimage_full_size_photo() -> None:
-    im = data.astronaut()
+    im = sample_photo("astronaut")
     ref = im.astype(np.float64) / 255.0
     deg = jpeg_roundtrip(im, 30).astype(np.float64) / 255.0
     assert abs(float(ssim(to_t(ref), to_t(deg))) - sk_ssim(ref, deg)) < TOL

@@ -57,14 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from qpyr.codecs import dct, lossless  # noqa: E402
-
-
-def _photo(name: str) -> np.ndarray:
-    from skimage import data
-
-    if name == "motorcycle":
-        return data.stereo_motorcycle()[0]
-    return getattr(data, name)()
+from qpyr.samples import sample_photo  # noqa: E402
 
 
 def _load(path: Path, name: str) -> ModuleType:
@@ -270,7 +263,7 @@ def main() -> None:
         f"torch {torch.__version__}. ratio = qpyr img/s / peer img/s (target >= 1.0)."
     )
     for name in args.photos.split(","):
-        full = _photo(name)
+        full = sample_photo(name)
         for s in (int(v) for v in args.sizes.split(",")):
             img = np.ascontiguousarray(full[:s, :s, :3])
             print(f"{name} {img.shape[1]}x{img.shape[0]} RGB:")

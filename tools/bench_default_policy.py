@@ -35,17 +35,11 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-PHOTOS = ["astronaut", "chelsea", "coffee", "rocket", "motorcycle"]
-
 
 def load(names: Sequence[str]) -> dict[str, np.ndarray]:
-    import skimage.data as skd
+    from qpyr.samples import sample_photo
 
-    out = {}
-    for n in names:
-        img = skd.stereo_motorcycle()[0] if n == "motorcycle" else getattr(skd, n)()
-        out[n] = np.ascontiguousarray(np.asarray(img)[..., :3])
-    return out
+    return {n: np.ascontiguousarray(sample_photo(n)[..., :3]) for n in names}
 
 
 def rgb_ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -91,11 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import qpyr
     from qpyr.policy import DEFAULT_POLICY
     from qpyr.pyramid import build_pyramid
+    from qpyr.samples import SAMPLE_PHOTOS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--policy", default=DEFAULT_POLICY, help=f"policy to measure (default {DEFAULT_POLICY})")
     ap.add_argument("--floor", type=float, default=0.95, help="SSIM floor for the equal-quality JPEG peer")
-    ap.add_argument("--photos", default=",".join(PHOTOS), help="comma-separated skimage.data photo names")
+    ap.add_argument("--photos", default=",".join(SAMPLE_PHOTOS), help="comma-separated skimage.data photo names")
     ap.add_argument("--crops", type=int, default=0, metavar="N",
                     help="instead of the whole photos, a corpus of N random crops (64..512 px a side) of them, "
                          "so per-bucket metadata is shared as in a real corpus")

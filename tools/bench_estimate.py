@@ -38,16 +38,6 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "retina", "c
           "hubble_deep_field", "coins", "moon", "page")
 
 
-def photos() -> list[np.ndarray]:
-    import skimage.data as skd
-
-    out = []
-    for name in PHOTOS:
-        a = skd.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skd, name)()
-        out.append(np.asarray(a))
-    return out
-
-
 def make_corpus(root: Path, n: int, lo: int, hi: int, fmt: str, seed: int) -> Path:
     """``n`` random crops/rescales of real photos, sides ``lo``..``hi`` px, gray and RGB."""
     from PIL import Image
@@ -55,16 +45,10 @@ def make_corpus(root: Path, n: int, lo: int, hi: int, fmt: str, seed: int) -> Pa
     root.mkdir(parents=True, exist_ok=True)
     if len(list(root.iterdir())) == n:
         return root
-    rng = np.random.default_rng(seed)
-    src = photos()
-    for i in range(n):
-        a = src[int(rng.integers(len(src)))]
-        h, w = (int(x) for x in rng.integers(lo, hi + 1, 2))
-        s = rng.uniform(0.25, 1.0)
-        H, W = a.shape[:2]
-        ch, cw = min(H, max(8, int(h / s))), min(W, max(8, int(w / s)))
-        y, x = int(rng.integers(0, H - ch + 1)), int(rng.integers(0, W - cw + 1))
-        im = Image.fromarray(a[y:y + ch, x:x + cw]).resize((w, h), Image.Resampling.BILINEAR)
+    from qpyr.samples import random_crops, sample_photo
+
+    for i, a in enumerate(random_crops([sample_photo(p) for p in PHOTOS], n, lo, hi, min_scale=0.25, seed=seed)):
+        im = Image.fromarray(a)
         jpeg = fmt == "jpeg" or (fmt == "mixed" and i % 2)
         if jpeg:
             im.save(root / f"img{i:06d}.jpg", quality=92)

@@ -65,17 +65,16 @@ import qpyr
 import qpyr.torch
 from qpyr.collate import collate_list
 
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
 # Pillow hands out read-only arrays; the peer never writes to them, so skip the copy, not the warning.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
 def load_photos(side: int) -> list[np.ndarray]:
-    import skimage.data as skd
+    from qpyr.samples import SAMPLE_PHOTOS, sample_photo
 
     out = []
-    for n in PHOTOS:
-        a = np.asarray(skd.stereo_motorcycle()[0] if n == "motorcycle" else getattr(skd, n)())
+    for n in SAMPLE_PHOTOS:
+        a = sample_photo(n)
         out.append(np.asarray(Image.fromarray(a).resize((side, side), Image.LANCZOS)))
     return out
 

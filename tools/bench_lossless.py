@@ -45,10 +45,9 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle", "retina")
 
 
 def load(name: str) -> np.ndarray:
-    import skimage.data as skd
+    from qpyr.samples import sample_photo
 
-    a = skd.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skd, name)()
-    return np.ascontiguousarray(np.asarray(a).transpose(2, 0, 1))  # [C, H, W]
+    return np.ascontiguousarray(sample_photo(name).transpose(2, 0, 1))  # [C, H, W]
 
 
 def tiles(a: np.ndarray, t: int | None) -> list[np.ndarray]:

@@ -26,17 +26,14 @@ import numpy as np
 
 from qpyr.policy import parse_policy, plan_levels
 from qpyr.pyramid import build_pyramid
+from qpyr.samples import SAMPLE_PHOTOS, sample_photo
 
 U8 = np.dtype(np.uint8)
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
 FRACTIONS = (0.05, 0.1, 0.2, 0.35, 0.6, 1.0)
 
 
 def photo(name: str) -> np.ndarray:
-    import skimage.data as skd
-
-    a = skd.stereo_motorcycle()[0] if name == "motorcycle" else getattr(skd, name)()
-    return np.ascontiguousarray(np.moveaxis(np.asarray(a), -1, 0))
+    return np.ascontiguousarray(np.moveaxis(sample_photo(name), -1, 0))
 
 
 def fmt_ssim(xs: list[float]) -> str:
@@ -196,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="two photos, fewer frames")
     args = ap.parse_args(argv)
-    names = PHOTOS[:2] if args.quick else PHOTOS
+    names = SAMPLE_PHOTOS[:2] if args.quick else SAMPLE_PHOTOS
     ok = bench_budget(names)
     ok_s = bench_saliency_stills(names)
     bench_saliency_frames(3 if args.quick else 6, 256 if args.quick else 384)

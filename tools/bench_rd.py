@@ -56,15 +56,9 @@ class Row:
 
 
 def photos() -> dict[str, np.ndarray]:
-    from skimage import data
+    from qpyr.samples import SAMPLE_PHOTOS, sample_photo
 
-    return {
-        "astronaut": data.astronaut(),
-        "chelsea": data.chelsea(),
-        "coffee": data.coffee(),
-        "rocket": data.rocket(),
-        "motorcycle": data.stereo_motorcycle()[0],
-    }
+    return {n: sample_photo(n) for n in SAMPLE_PHOTOS}
 
 
 def _pil_jpeg(subsampling: int) -> Codec:

@@ -91,10 +91,10 @@ def make_corpus(root: Path, n: int, seed: int = 0, side: int = 128, mixed: bool 
     scikit-image's real photos under ``root``, 100 files per sub-folder."""
     import imagecodecs
     import numpy as np
-    import skimage.data as skd
 
-    photos = [skd.astronaut(), skd.coffee(), skd.chelsea(), skd.rocket(), skd.stereo_motorcycle()[0],
-              skd.retina()]
+    from qpyr.samples import sample_photo
+
+    photos = [sample_photo(n) for n in ("astronaut", "coffee", "chelsea", "rocket", "motorcycle", "retina")]
     rng = np.random.default_rng(seed)
     for i in range(n):
         a = photos[i % len(photos)]

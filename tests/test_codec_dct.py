@@ -336,6 +336,24 @@ def test_fuzz_mutated_streams(which: int, edits: list[tuple[int, int]], cut: int
     _decode_or_codec_error(bytes(buf), _FUZZ_SHAPES[which])
 
 
+_JFIF_PHOTO = DctCodec(quality=85, chroma="420", entropy="jfif").encode(_photo(48, 64))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=6),
+       cut=st.integers(0, 10**6))
+def test_fuzz_jpeg_entropy_data(edits: list[tuple[int, int]], cut: int) -> None:
+    """Corruption inside the Huffman-coded scan of a JPEG-stream chunk (past every header check,
+    so libjpeg-turbo itself meets it): a CodecError or a decoded chunk, never a crash."""
+    buf = bytearray(_JFIF_PHOTO)
+    scan = buf.index(b"\xff\xda") + 14  # SOS segment of a 3-component scan is 12 bytes + marker
+    for pos, val in edits:
+        buf[scan + pos % (len(buf) - scan - 2)] = val
+    if cut % 4 == 0:
+        buf = buf[: scan + cut % (len(buf) - scan)]
+    _decode_or_codec_error(bytes(buf), (3, 48, 64))
+
+
 # -- golden vectors --------------------------------------------------------------------------
 
 GOLDEN = sorted(p.name for p in VECTORS.glob("*")) if VECTORS.exists() else []

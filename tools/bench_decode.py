@@ -45,6 +45,7 @@ import importlib.util
 import io
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -97,7 +98,9 @@ def _to_float(chw: np.ndarray) -> torch.Tensor:
     """``uint8 [C, H, W]`` (any strides) -> C-contiguous ``float32 [C, H, W]`` in [0, 1]: model
     input, the same single fused pass for both decoders (torchvision's ``to_tensor`` takes two)."""
     out = torch.empty(chw.shape, dtype=torch.float32)
-    return torch.mul(torch.from_numpy(chw), 1.0 / 255.0, out=out)
+    with warnings.catch_warnings():  # Pillow's arrays are read-only; this only reads them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.mul(torch.from_numpy(chw), 1.0 / 255.0, out=out)
 
 
 def _outputs(peer: Callable[[], np.ndarray], qpyr: Callable[[], np.ndarray]) -> dict[str, Callable[[], Any]]:

@@ -10,7 +10,7 @@ quality on the decoded chunks, exactly as a reader will see them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
@@ -19,37 +19,33 @@ from ..errors import CodecError
 __all__ = ["DctChunkCodec", "LosslessChunkCodec"]
 
 
-def _inner_from_dict(cls: Any, d: Any) -> Any:
-    try:
-        return cls.from_dict(d)
-    except CodecError:
-        raise
-    except (ValueError, TypeError) as e:
-        raise CodecError(str(e)) from e
-
-
 @dataclass(frozen=True)
-class DctChunkCodec:
-    """``qpyr.dct`` (8x8 DCT, optional YCbCr 4:2:0) on uint8 chunks. Lossy."""
+class _Adapter:
+    """What both adapters share: ``inner`` (the wrapped codec), construction from keyword
+    arguments or a codec document (errors become :class:`CodecError`) and the document round
+    trip. Subclasses name the wrapped codec's class in ``_inner_class``."""
 
     inner: Any
-    lossy: ClassVar[bool] = True
-    name: ClassVar[str] = "qpyr.dct"
+
+    @staticmethod
+    def _inner_class() -> Any:
+        raise NotImplementedError
 
     @classmethod
-    def create(cls, **config: Any) -> DctChunkCodec:
-        from .dct import DctCodec
-
+    def create(cls, **config: Any) -> Self:
         try:
-            return cls(DctCodec(**config))
+            return cls(cls._inner_class()(**config))
         except (ValueError, TypeError) as e:
             raise CodecError(str(e)) from e
 
     @classmethod
-    def from_dict(cls, d: Any) -> DctChunkCodec:
-        from .dct import DctCodec
-
-        return cls(_inner_from_dict(DctCodec, d))
+    def from_dict(cls, d: Any) -> Self:
+        try:
+            return cls(cls._inner_class().from_dict(d))
+        except CodecError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise CodecError(str(e)) from e
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = self.inner.to_dict()
@@ -59,6 +55,20 @@ class DctChunkCodec:
 
     def zarr_chain(self, dtype: np.dtype[Any]) -> list[dict[str, Any]]:
         return [self.to_dict()]
+
+
+@dataclass(frozen=True)
+class DctChunkCodec(_Adapter):
+    """``qpyr.dct`` (8x8 DCT, optional YCbCr 4:2:0) on uint8 chunks. Lossy."""
+
+    lossy: ClassVar[bool] = True
+    name: ClassVar[str] = "qpyr.dct"
+
+    @staticmethod
+    def _inner_class() -> Any:
+        from .dct import DctCodec
+
+        return DctCodec
 
     def pad(self, stored: np.ndarray, height: int, width: int) -> np.ndarray:
         """Pad an item's ``[C, h, w]`` samples to the bucket's ``[C, height, width]``: block-constant
@@ -94,36 +104,17 @@ class DctChunkCodec:
 
 
 @dataclass(frozen=True)
-class LosslessChunkCodec:
+class LosslessChunkCodec(_Adapter):
     """``qpyr.lossless`` (spatial predictor + entropy coder) on 8/16-bit chunks. Lossless."""
 
-    inner: Any
     lossy: ClassVar[bool] = False
     name: ClassVar[str] = "qpyr.lossless"
 
-    @classmethod
-    def create(cls, **config: Any) -> LosslessChunkCodec:
+    @staticmethod
+    def _inner_class() -> Any:
         from .lossless import LosslessCodec
 
-        try:
-            return cls(LosslessCodec(**config))
-        except (ValueError, TypeError) as e:
-            raise CodecError(str(e)) from e
-
-    @classmethod
-    def from_dict(cls, d: Any) -> LosslessChunkCodec:
-        from .lossless import LosslessCodec
-
-        return cls(_inner_from_dict(LosslessCodec, d))
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = self.inner.to_dict()
-        if not d.get("configuration"):
-            d = {"name": d["name"]}
-        return d
-
-    def zarr_chain(self, dtype: np.dtype[Any]) -> list[dict[str, Any]]:
-        return [self.to_dict()]
+        return LosslessCodec
 
     def encode(self, chunk: np.ndarray) -> bytes:
         data: bytes = self.inner.encode(chunk[0])

@@ -26,7 +26,9 @@ __all__ = ["ChunkCodec", "REGISTRY", "codec_from_dict", "register_codec", "is_lo
 class ChunkCodec(Protocol):
     """What the writer and reader need from a chunk codec."""
 
-    name: str
+    @property
+    def name(self) -> str:  # a class constant or a frozen field: read-only either way
+        ...
 
     def to_dict(self) -> dict[str, Any]: ...
 

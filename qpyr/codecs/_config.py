@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from ..errors import CodecError
 
@@ -17,16 +17,18 @@ def parse_config(d: Any, name: str, allowed: set[str] | Mapping[str, Any], *,
     ``allowed`` (a missing one is ``{}``, and so is ``null`` when ``null_configuration``).
     Every failure is a :class:`CodecError` naming the codec and the offending field or key.
     """
-    if not isinstance(d, mapping) or d.get("name") != name:
+    m = cast(Mapping[str, Any], d) if isinstance(d, mapping) else None
+    if m is None or m.get("name") != name:
         raise CodecError(f"Expected codec {name!r}. Got {d!r}.")
-    unknown = set(d) - {"name", "configuration"}
+    unknown = set(m) - {"name", "configuration"}
     if unknown:
         raise CodecError(f"Unknown field(s) {sorted(unknown)} in codec {name!r}; expected 'name', 'configuration'.")
-    conf = d.get("configuration", {})
+    conf: Any = m.get("configuration", {})
     if conf is None and null_configuration:
         conf = {}
     if not isinstance(conf, mapping):
         raise CodecError(f"Expected an object as {name!r} configuration. Got {conf!r}.")
+    conf = cast(Mapping[str, Any], conf)
     bad = set(conf) - set(allowed)
     if bad:
         raise CodecError(

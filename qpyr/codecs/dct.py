@@ -1430,7 +1430,7 @@ def _gpu_jpeg_decode(dec: Any, streams: JfifStream | Sequence[JfifStream], dev: 
     """``dec`` (``torchvision.io.decode_jpeg``) on one stream or a list of them (one batched
     call), each result's shape checked against its chunk's."""
     one = isinstance(streams, JfifStream)
-    todo = [streams] if one else list(streams)  # type: ignore[list-item]
+    todo: list[JfifStream] = [streams] if isinstance(streams, JfifStream) else list(streams)
     data = [torch.frombuffer(bytearray(s.data), dtype=torch.uint8) for s in todo]
     out = [dec(data[0], device=dev)] if one else list(dec(data, device=dev))
     for t, s in zip(out, todo, strict=True):

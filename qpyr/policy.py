@@ -30,13 +30,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from .encoding import Encoding, default_codec
 from .errors import PolicyError
 from .quant import Quantizer, StoredType
+
+_N = TypeVar("_N", int, float)
 
 __all__ = ["Policy", "DEFAULT_POLICY", "parse_policy", "POLICIES", "UniformPolicy", "MixedPolicy"]
 
@@ -88,14 +90,19 @@ def _parse_bool(key: str, v: str) -> bool:
     raise PolicyError(f"Expected true/false for {key}. Got {v!r}.")
 
 
-def _parse_int(key: str, v: str, lo: int, hi: int) -> int:
+def _parse_in_range(key: str, v: str, lo: _N, hi: _N, kind: Callable[[str], _N], what: str) -> _N:
+    """``kind(v)`` if it parses and lies in ``lo..hi``, else a PolicyError naming ``key``."""
     try:
-        n = int(v)
+        x = kind(v)
     except ValueError:
-        raise PolicyError(f"Expected an integer for {key}. Got {v!r}.") from None
-    if not lo <= n <= hi:
-        raise PolicyError(f"Expected {key} in {lo}..{hi}. Got {n}.")
-    return n
+        raise PolicyError(f"Expected {what} for {key}. Got {v!r}.") from None
+    if not lo <= x <= hi:
+        raise PolicyError(f"Expected {key} in {lo}..{hi}. Got {x}.")
+    return x
+
+
+def _parse_int(key: str, v: str, lo: int, hi: int) -> int:
+    return _parse_in_range(key, v, lo, hi, int, "an integer")
 
 
 def _parse_range(key: str, v: str) -> tuple[float, float]:
@@ -563,13 +570,7 @@ class FloorPolicy:
 
 
 def _parse_float(key: str, v: str, lo: float, hi: float) -> float:
-    try:
-        x = float(v)
-    except ValueError:
-        raise PolicyError(f"Expected a number for {key}. Got {v!r}.") from None
-    if not lo <= x <= hi:
-        raise PolicyError(f"Expected {key} in {lo}..{hi}. Got {x}.")
-    return x
+    return _parse_in_range(key, v, lo, hi, float, "a number")
 
 
 def parse_floors(ssim: Any = None, psnr: Any = None) -> Floors:

@@ -45,14 +45,12 @@ from qpyr.estimate.options import (
     HEADER_SAMPLE_MIN,
     QUALITY_SAMPLE,
     EstimateInputError,
-    check_float,
     check_int,
-    check_read_levels,
 )
 from qpyr.estimate.packing import Packed, level_quality, pack_sample, torch_single_thread
 from qpyr.estimate.planner import Planner, storage_factors
 from qpyr.estimate.prices import PriceTable
-from qpyr.estimate.pricing import policy_costs, price_table, provider_keys
+from qpyr.estimate.pricing import CostTerms
 from qpyr.estimate.probe import Geom, level_shapes, probe
 from qpyr.estimate.regression import BOOTSTRAP, DataProjection, covariates, normalize_file_bytes, project_data
 from qpyr.estimate.results import EstimateResult, Interval, LevelEstimate, PolicyEstimate, SampleInfo
@@ -118,15 +116,11 @@ def estimate(
     seed = check_int("seed", seed, 0)
     if count is not None:
         count = check_int("count", count, 1)
-    months = check_float("months", months, 0.0, open_lo=True)
-    reads_per_month = check_float("reads_per_month", reads_per_month, 0.0)
-    egress_fraction = check_float("egress_fraction", egress_fraction, 0.0, 1.0)
-    levels_read = check_read_levels(read_levels)
+    terms = CostTerms.check(providers=providers, months=months, reads_per_month=reads_per_month,
+                            read_levels=read_levels, egress_fraction=egress_fraction, prices=prices)
     hs = max(HEADER_SAMPLE_MIN, HEADER_SAMPLE_FACTOR * sample) if header_sample is None else \
         check_int("header_sample", header_sample, 1)
     hs = max(hs, sample)
-    table = price_table(prices)
-    keys = provider_keys(table, providers)
     plist = policy_list(policies)
 
     expanded = expand_sources(sources, storage_options)
@@ -218,8 +212,7 @@ def estimate(
 
     # -- price ---------------------------------------------------------------------------
     totals = {pr.spec: pr.data.total.mean + pr.overhead for pr in projs}
-    results = [_policy_estimate(pr, level_items, n_readable, totals, levels_read, table, keys, months,
-                                reads_per_month, egress_fraction) for pr in projs]
+    results = [_policy_estimate(pr, level_items, n_readable, totals, terms) for pr in projs]
     if probe_failed or load_failed:
         notes.append(f"{probe_failed + load_failed} sampled image(s) were unreadable and skipped; the projection "
                      f"assumes the same unreadable share ({unreadable:.2%}) of the corpus, which a real pack "
@@ -233,8 +226,7 @@ def estimate(
                           load_failed=load_failed, failures=tuple(failures[:_MAX_FAILURES_SHOWN]),
                           stratified_by=strat_key, bootstrap=BOOTSTRAP if n < m else 0,
                           quality_measured=len(qidx)),
-        months=months, reads_per_month=reads_per_month, read_levels=levels_read, egress_fraction=egress_fraction,
-        prices_origin=table.origin, prices_as_of=table.as_of, policies=tuple(results), notes=tuple(notes),
+        **terms.result_fields(), policies=tuple(results), notes=tuple(notes),
     )
 
 
@@ -334,8 +326,7 @@ class _Proj:
 
 
 def _policy_estimate(pr: _Proj, level_items: np.ndarray, n_readable: float, totals: dict[str, float],
-                     levels_read: tuple[int, ...] | None, table: PriceTable, keys: Sequence[str], months: float,
-                     reads_per_month: float, egress_fraction: float) -> PolicyEstimate:
+                     terms: CostTerms) -> PolicyEstimate:
     dp = pr.data
     ov = pr.overhead
     proj = Interval(dp.total.mean + ov, dp.total.low + ov, dp.total.high + ov)
@@ -350,7 +341,7 @@ def _policy_estimate(pr: _Proj, level_items: np.ndarray, n_readable: float, tota
         s_, p_, ex = qual[li] if li < len(qual) else (None, None, False)
         levels.append(LevelEstimate(li, float(items_l[li]), float(per_level[li] / items_l[li]),
                                     float(per_level[li]), s_, p_, ex))
-    touched = [li for li in range(nl) if levels_read is None or li in levels_read]
+    touched = [li for li in range(nl) if terms.read_levels is None or li in terms.read_levels]
     read_bytes = float(sum(per_level[li] for li in touched))
     read_requests = float(sum(items_l[li] for li in touched))
     if pr.layout is not None:
@@ -364,7 +355,7 @@ def _policy_estimate(pr: _Proj, level_items: np.ndarray, n_readable: float, tota
         sizes = pr.jpeg_sizes if pr.jpeg_sizes is not None else np.zeros(0)
         nobj = float(items_l.sum())
         layout = integer_histogram([(float(s), nobj / sizes.size) for s in sizes], proj.mean)
-    costs = policy_costs(table, keys, layout, proj, months, reads_per_month, read_bytes, read_requests, egress_fraction)
+    costs = terms.costs(layout, proj, read_bytes, read_requests)
     fp32 = totals.get("fp32")
     jpeg = totals.get(JPEG_POLICY)
     return PolicyEstimate(

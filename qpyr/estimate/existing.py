@@ -9,9 +9,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from qpyr.estimate.cost import Layout
-from qpyr.estimate.options import CONFIDENCE, check_float, check_read_levels
+from qpyr.estimate.options import CONFIDENCE
 from qpyr.estimate.prices import PriceTable
-from qpyr.estimate.pricing import policy_costs, price_table, provider_keys
+from qpyr.estimate.pricing import CostTerms
 from qpyr.estimate.results import EstimateResult, Interval, LevelEstimate, PolicyEstimate
 
 __all__ = ["estimate_store"]
@@ -30,12 +30,8 @@ def estimate_store(
 ) -> EstimateResult:
     """Actual bytes and dollars of an existing store: its manifest's per-level bytes and quality,
     and the exact object sizes from a listing. The interval is the value itself."""
-    months = check_float("months", months, 0.0, open_lo=True)
-    reads_per_month = check_float("reads_per_month", reads_per_month, 0.0)
-    egress_fraction = check_float("egress_fraction", egress_fraction, 0.0, 1.0)
-    levels_read = check_read_levels(read_levels)
-    table = price_table(prices)
-    keys = provider_keys(table, providers)
+    terms = CostTerms.check(providers=providers, months=months, reads_per_month=reads_per_month,
+                            read_levels=read_levels, egress_fraction=egress_fraction, prices=prices)
     from qpyr.storage import ObjectStore
     from qpyr.store import open_store
 
@@ -59,7 +55,7 @@ def estimate_store(
                                     float(ls["stored_bytes"]) / ls["items"] if ls["items"] else 0.0,
                                     float(ls["stored_bytes"]), ls["ssim_mean"], psnr, bool(exact)))
     data = float(sum(lv.projected_bytes for lv in levels))
-    touched = [lv for lv in levels if levels_read is None or lv.level in levels_read]
+    touched = [lv for lv in levels if terms.read_levels is None or lv.level in terms.read_levels]
     shard_reqs = {lv.level: 0 for lv in levels}
     for key in sizes:
         if key.startswith("levels/") and ("/data/c/" in key or "/qparams/c/" in key):
@@ -70,7 +66,7 @@ def estimate_store(
     rq = sum(lv.items + shard_reqs.get(lv.level, 0) for lv in touched) + len(open_keys)
     layout = Layout.from_sizes([float(v) for v in sizes.values()])
     proj = Interval(listed_total, listed_total, listed_total)
-    costs = policy_costs(table, keys, layout, proj, months, reads_per_month, rb, rq, egress_fraction)
+    costs = terms.costs(layout, proj, rb, rq)
     fp32_raw = float(sum(ls["fp32_bytes"] for ls in summaries))
     pe = PolicyEstimate(
         policy=str(man["policy"]), label=f"this store ({man['policy']})", kind="store", baseline=False,
@@ -83,7 +79,5 @@ def estimate_store(
                  "no baselines are packed for an existing store")
     return EstimateResult(
         mode="store", sources=(str(url),), items=n, items_from="store", listed=None, readable_items=float(n),
-        confidence=CONFIDENCE, sample=None, months=months, reads_per_month=reads_per_month,
-        read_levels=levels_read, egress_fraction=egress_fraction, prices_origin=table.origin,
-        prices_as_of=table.as_of, policies=(pe,), notes=tuple(notes),
+        confidence=CONFIDENCE, sample=None, **terms.result_fields(), policies=(pe,), notes=tuple(notes),
     )

@@ -5,14 +5,54 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from qpyr.estimate.cost import Layout, ReadPattern, Usage, estimate_cost
-from qpyr.estimate.options import DEFAULT_PROVIDERS
+from qpyr.estimate.options import DEFAULT_PROVIDERS, check_float, check_read_levels
 from qpyr.estimate.prices import PriceTable, load_prices
 from qpyr.estimate.results import CostEstimate, Interval
 
-__all__ = ["policy_costs", "price_table", "provider_keys"]
+__all__ = ["CostTerms", "policy_costs", "price_table", "provider_keys"]
+
+
+@dataclass(frozen=True)
+class CostTerms:
+    """The checked cost arguments that :func:`~qpyr.estimate.estimate` and
+    :func:`~qpyr.estimate.estimate_store` share: which storage classes of which price table,
+    kept how long, read how often, which levels, and how much of it leaves the provider."""
+
+    table: PriceTable
+    keys: tuple[str, ...]
+    months: float
+    reads_per_month: float
+    read_levels: tuple[int, ...] | None
+    egress_fraction: float
+
+    @classmethod
+    def check(cls, *, providers: Sequence[str] | str | None, months: float, reads_per_month: float,
+              read_levels: Iterable[int] | int | None, egress_fraction: float,
+              prices: str | os.PathLike[str] | PriceTable | None) -> CostTerms:
+        """Check the arguments (:class:`~qpyr.estimate.options.EstimateInputError` naming the
+        first bad one) and load the price table."""
+        months = check_float("months", months, 0.0, open_lo=True)
+        reads_per_month = check_float("reads_per_month", reads_per_month, 0.0)
+        egress_fraction = check_float("egress_fraction", egress_fraction, 0.0, 1.0)
+        levels = check_read_levels(read_levels)
+        table = price_table(prices)
+        return cls(table, tuple(provider_keys(table, providers)), months, reads_per_month, levels, egress_fraction)
+
+    def costs(self, layout: Layout, proj: Interval, read_bytes: float, read_requests: float) -> tuple[CostEstimate, ...]:
+        """:func:`policy_costs` of a projection under these terms."""
+        return policy_costs(self.table, self.keys, layout, proj, self.months, self.reads_per_month, read_bytes,
+                            read_requests, self.egress_fraction)
+
+    def result_fields(self) -> dict[str, Any]:
+        """The :class:`~qpyr.estimate.results.EstimateResult` fields these terms fill."""
+        return {"months": self.months, "reads_per_month": self.reads_per_month, "read_levels": self.read_levels,
+                "egress_fraction": self.egress_fraction, "prices_origin": self.table.origin,
+                "prices_as_of": self.table.as_of}
 
 
 def price_table(prices: str | os.PathLike[str] | PriceTable | None) -> PriceTable:

@@ -484,8 +484,27 @@ def test_fast_decode_recovers_after_a_corrupt_frame() -> None:
     np.testing.assert_array_equal(codec.decode(data, x.shape), good)
 
 
-def test_decoder_context_copies_match_the_shared_definitions() -> None:
+def test_context_functions_match_their_np_pad_definitions() -> None:
+    """The context functions encoder and decoder share (fast padding) against their definitions
+    written with np.pad (spec/codecs/dct.md §6.3)."""
     from qpyr.codecs import dct
+
+    def neighbour_sum(e: np.ndarray) -> np.ndarray:
+        p = np.pad(e, 1, mode="edge")
+        return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
+
+    def eob_contexts_black(dc: np.ndarray) -> np.ndarray:
+        p = np.pad(dc.astype(np.int64), 1, mode="edge")
+        g = np.abs(p[:-2, 1:-1] - dc) + np.abs(p[2:, 1:-1] - dc) + np.abs(p[1:-1, :-2] - dc) + np.abs(p[1:-1, 2:] - dc)
+        return np.minimum(np.frexp(g.astype(np.float64))[1], 7)
+
+    def eob_contexts_white(e: np.ndarray, black: np.ndarray) -> np.ndarray:
+        ep = np.pad(e.astype(np.int64) * black, 1)
+        bp = np.pad(black.astype(np.int64), 1)
+        s = ep[:-2, 1:-1] + ep[2:, 1:-1] + ep[1:-1, :-2] + ep[1:-1, 2:]
+        n = bp[:-2, 1:-1] + bp[2:, 1:-1] + bp[1:-1, :-2] + bp[1:-1, 2:]
+        mean = (2 * s + np.maximum(n, 1)) // (2 * np.maximum(n, 1))
+        return np.searchsorted(dct._NB_EDGES, mean, side="right") - 1
 
     rng = np.random.default_rng(11)
     for t in range(120):
@@ -495,10 +514,10 @@ def test_decoder_context_copies_match_the_shared_definitions() -> None:
         black = dct._black_mask(h, w)
         for edge in (True, False):
             np.testing.assert_array_equal(dct._pad1(e, edge), np.pad(e, 1, mode="edge" if edge else "constant"))
-        np.testing.assert_array_equal(dct._neighbour_sum_dec(e), dct._neighbour_sum(e))
-        np.testing.assert_array_equal(dct._eob_contexts_black_dec(dc), dct._eob_contexts_black(dc))
+        np.testing.assert_array_equal(dct._neighbour_sum(e), neighbour_sum(e))
+        np.testing.assert_array_equal(dct._eob_contexts_black(dc), eob_contexts_black(dc))
         eb = np.where(black, e, 0)
-        np.testing.assert_array_equal(dct._eob_contexts_white_dec(eb, black), dct._eob_contexts_white(eb, black))
+        np.testing.assert_array_equal(dct._eob_contexts_white(eb, black), eob_contexts_white(eb, black))
 
 
 # -- entropy="jfif": a baseline JPEG stream (spec/codecs/dct.md §6.6) --------------------------

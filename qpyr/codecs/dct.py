@@ -752,8 +752,25 @@ def _default_models() -> dict[int, Any]:
     return _DEFAULTS
 
 
+def _pad1(a: np.ndarray, edge: bool) -> np.ndarray:
+    """``np.pad(a, 1, mode="edge" if edge else "constant")`` for 2-D ``a``, without np.pad's
+    Python overhead (a dozen calls per chunk: most of a small chunk's context modelling)."""
+    h, w = a.shape
+    p = np.empty((h + 2, w + 2), dtype=a.dtype)
+    p[1:-1, 1:-1] = a
+    if edge:
+        p[0, 1:-1] = a[0]
+        p[-1, 1:-1] = a[-1]
+        p[:, 0] = p[:, 1]
+        p[:, -1] = p[:, -2]
+    else:
+        p[0] = p[-1] = 0
+        p[1:-1, 0] = p[1:-1, -1] = 0
+    return p
+
+
 def _neighbour_sum(e: np.ndarray) -> np.ndarray:
-    p = np.pad(e, 1, mode="edge")
+    p = _pad1(e, True)
     return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
 
 
@@ -775,23 +792,20 @@ def _black_mask(by: int, bx: int) -> np.ndarray:
 
 
 def _eob_contexts_black(dc: np.ndarray) -> np.ndarray:
-    p = np.pad(dc.astype(np.int64), 1, mode="edge")
+    dc = dc.astype(np.int64)
+    p = _pad1(dc, True)
     g = np.abs(p[:-2, 1:-1] - dc) + np.abs(p[2:, 1:-1] - dc) + np.abs(p[1:-1, :-2] - dc) + np.abs(p[1:-1, 2:] - dc)
     return np.minimum(np.frexp(g.astype(np.float64))[1], 7)
 
 
 def _eob_contexts_white(eob_black_only: np.ndarray, black: np.ndarray) -> np.ndarray:
-    s = _neighbour_sum_masked(eob_black_only, black)
-    return np.searchsorted(_NB_EDGES, s, side="right") - 1
-
-
-def _neighbour_sum_masked(e: np.ndarray, black: np.ndarray) -> np.ndarray:
-    """Rounded mean of the in-bounds black 4-neighbours' eob (for white blocks)."""
-    ep = np.pad(e.astype(np.int64) * black, 1)
-    bp = np.pad(black.astype(np.int64), 1)
+    """Bucket of the rounded mean of the in-bounds black 4-neighbours' eob (for white blocks)."""
+    ep = _pad1(eob_black_only.astype(np.int64) * black, False)
+    bp = _pad1(black.astype(np.int64), False)
     s = ep[:-2, 1:-1] + ep[2:, 1:-1] + ep[1:-1, :-2] + ep[1:-1, 2:]
     n = bp[:-2, 1:-1] + bp[2:, 1:-1] + bp[1:-1, :-2] + bp[1:-1, 2:]
-    return (2 * s + np.maximum(n, 1)) // (2 * np.maximum(n, 1))
+    n = np.maximum(n, 1)
+    return np.searchsorted(_NB_EDGES, (2 * s + n) // (2 * n), side="right") - 1
 
 
 def _ac_positions(eob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -820,51 +834,10 @@ _AC_D = np.arange(-252, 253)
 _AC_DN = (_AC_D >= -8).astype(np.int64) + (_AC_D >= 4) + (_AC_D >= 24)
 
 
-def _pad1(a: np.ndarray, edge: bool) -> np.ndarray:
-    """``np.pad(a, 1, mode="edge" if edge else "constant")`` for 2-D ``a``, without np.pad's
-    Python overhead (a dozen calls per chunk: most of a small chunk's context modelling)."""
-    h, w = a.shape
-    p = np.empty((h + 2, w + 2), dtype=a.dtype)
-    p[1:-1, 1:-1] = a
-    if edge:
-        p[0, 1:-1] = a[0]
-        p[-1, 1:-1] = a[-1]
-        p[:, 0] = p[:, 1]
-        p[:, -1] = p[:, -2]
-    else:
-        p[0] = p[-1] = 0
-        p[1:-1, 0] = p[1:-1, -1] = 0
-    return p
-
-
-def _neighbour_sum_dec(e: np.ndarray) -> np.ndarray:
-    """Decoder copy of :func:`_neighbour_sum` (same values, fast padding)."""
-    p = _pad1(e, True)
-    return p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:]
-
-
-def _eob_contexts_black_dec(dc: np.ndarray) -> np.ndarray:
-    """Decoder copy of :func:`_eob_contexts_black` (same values, fast padding)."""
-    dc = dc.astype(np.int64)
-    p = _pad1(dc, True)
-    g = np.abs(p[:-2, 1:-1] - dc) + np.abs(p[2:, 1:-1] - dc) + np.abs(p[1:-1, :-2] - dc) + np.abs(p[1:-1, 2:] - dc)
-    return np.minimum(np.frexp(g.astype(np.float64))[1], 7)
-
-
-def _eob_contexts_white_dec(eob_black_only: np.ndarray, black: np.ndarray) -> np.ndarray:
-    """Decoder copy of :func:`_eob_contexts_white` (same values, fast padding)."""
-    ep = _pad1(eob_black_only.astype(np.int64) * black, False)
-    bp = _pad1(black.astype(np.int64), False)
-    s = ep[:-2, 1:-1] + ep[2:, 1:-1] + ep[1:-1, :-2] + ep[1:-1, 2:]
-    n = bp[:-2, 1:-1] + bp[2:, 1:-1] + bp[1:-1, :-2] + bp[1:-1, 2:]
-    n = np.maximum(n, 1)
-    return np.searchsorted(_NB_EDGES, (2 * s + n) // (2 * n), side="right") - 1
-
-
 def _ac_contexts_lut(eob: np.ndarray, blk: np.ndarray, k: np.ndarray, base: int) -> np.ndarray:
     """``base + _ac_contexts(eob, blk, k)`` by table lookups (decoder; equal by construction)."""
     e = eob.ravel().astype(np.int64)
-    nb = _neighbour_sum_dec(eob.astype(np.int64)).ravel()
+    nb = _neighbour_sum(eob.astype(np.int64)).ravel()
     idx = k * 64
     idx += e[blk]
     out = (_AC_BD + base)[idx]
@@ -1120,11 +1093,11 @@ def _decode_coefficients(data: bytes, shape: tuple[int, ...]) -> DctCoefficients
         if np.abs(dc).max() > _MAXC:
             raise CodecError(f"Corrupt {NAME} data: DC coefficient out of range.")
         eob = np.zeros((by, bx), dtype=np.int64)
-        ctx = pl.base + _CTX_EB + _eob_contexts_black_dec(dc)
+        ctx = pl.base + _CTX_EB + _eob_contexts_black(dc)
         eob[pl.black] = _read_fields(raw, tokens(ctx[pl.black]), False)
         if eob.max() > 63:
             raise CodecError(f"Corrupt {NAME} data: end-of-block position out of range.")
-        ctx = pl.base + _CTX_EW + _eob_contexts_white_dec(eob, pl.black)
+        ctx = pl.base + _CTX_EW + _eob_contexts_white(eob, pl.black)
         eob[~pl.black] = _read_fields(raw, tokens(ctx[~pl.black]), False)
         if eob.max() > 63:
             raise CodecError(f"Corrupt {NAME} data: end-of-block position out of range.")

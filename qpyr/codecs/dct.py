@@ -320,10 +320,11 @@ class DctCodec:
             head += struct.pack("<B", len(self.tables))
             head += np.array(self.tables, dtype="<u2").tobytes()
         if jfif:
-            full = _jfif_encode(arr, self.table_array(), sub, optimize=True)
+            tables = self.table_array()
+            full = _jfif_encode(arr, tables, sub, optimize=True)
             if len(full) < _JFIF_ABBREV_BELOW:
                 # small chunks: ~0.5 kB of tables can outweigh optimised Huffman codes
-                abbrev = _jfif_abbreviate(_jfif_encode(arr, self.table_array(), sub, optimize=False))
+                abbrev = _jfif_abbreviate(_jfif_encode(arr, tables, sub, optimize=False))
                 if len(abbrev) < len(full):
                     return head[:5] + bytes([flags | _FLAG_ABBREV]) + head[6:] + abbrev
             return head + full

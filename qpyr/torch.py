@@ -46,8 +46,8 @@ _STATE_VERSION = 1
 
 def _with_coarser(st: Store, items: Sequence[int], li: int, payloads: list[LevelPayload]) -> list[LevelPayload]:
     """``payloads`` (level ``li`` of ``items``) with the coarser levels their pruned tiles fill
-    from (device-side decoding cannot go back to the store): one batched fetch per coarser
-    level, like the batch itself; payloads without pruned tiles are returned as they are."""
+    from (a payload's decode cannot go back to the store): one batched fetch per coarser level,
+    like the batch itself; payloads without pruned tiles are returned as they are."""
     need = [k for k, p in enumerate(payloads) if p.pruned and li + 1 < st.item_levels(items[k])]
     if not need:
         return payloads
@@ -125,18 +125,15 @@ class _Source:
                 plan.setdefault(st.pick_level(i, target_size=self.target_size), []).append(j)
         levels: list[dict[int, Any]] = [{} for _ in idx]
         for li, js in plan.items():
-            payloads = st.fetch_batch([idx[j] for j in js], li, coefficients=self.device_decode)
-            if self.device_decode:
-                payloads = _with_coarser(st, [idx[j] for j in js], li, payloads)
+            items = [idx[j] for j in js]
+            # pruned qpyr.tiles levels carry the coarser level they fill from (decode() fills
+            # them exactly as Store.read does), wherever they are decoded
+            payloads = _with_coarser(st, items, li, st.fetch_batch(items, li, coefficients=self.device_decode))
             for j, p in zip(js, payloads, strict=True):
                 if self.device_decode:
                     levels[j][li] = p
                 else:
                     t = p.decode("cpu", self.dtype)
-                    if p.pruned:
-                        from .saliency import fill_levels  # pruned qpyr.tiles, filled as Store.read does
-
-                        t = fill_levels(st, idx[j], {li: t}, None, "cpu", self.dtype)[li]
                     levels[j][li] = t if self.transform is None else self.transform(t)
         names = st._names
         return [{"name": names[i], "index": i, "levels": lv} for i, lv in zip(idx, levels, strict=True)]

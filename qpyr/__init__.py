@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._version import FORMAT_VERSION, __version__
-from .errors import QpyrError
+from qpyr._version import FORMAT_VERSION, __version__
+from qpyr.errors import QpyrError
 
 __all__ = ["__version__", "FORMAT_VERSION", "QpyrError", "pack", "open", "Store"]
 
@@ -54,10 +54,10 @@ def pack(
         progress: show a progress bar.
         client: a ``dask.distributed.Client``: pack tasks run on its workers.
     """
-    from .inputs import DEFAULT_PIXEL_LIMIT
-    from .policy import DEFAULT_POLICY
-    from .pyramid import DEFAULT_MIN_SIDE
-    from .writer import DEFAULT_SLOTS_PER_TASK, PackOptions, run_pack
+    from qpyr.io.inputs import DEFAULT_PIXEL_LIMIT
+    from qpyr.io.pyramid import DEFAULT_MIN_SIDE
+    from qpyr.policies import DEFAULT_POLICY
+    from qpyr.write.writer import DEFAULT_SLOTS_PER_TASK, PackOptions, run_pack
 
     opts = PackOptions(
         policy=policy or DEFAULT_POLICY, levels=levels, filter=filter,
@@ -82,14 +82,14 @@ def _floor_strings(v: Any) -> tuple[str, ...]:
 
 def open(url: str, *, storage_options: dict[str, Any] | None = None) -> Store:  # noqa: A001
     """Open the qpyr store at ``url`` (local path or fsspec URL)."""
-    from .store import open_store
+    from qpyr.read.store import open_store
 
     return open_store(url, storage_options=storage_options)
 
 
 def __getattr__(name: str) -> Any:
     if name == "Store":
-        from .store import Store
+        from qpyr.read.store import Store
 
         return Store
     if name == "estimate":  # the callable package qpyr.estimate: qpyr.estimate(...) is the estimator
@@ -100,4 +100,4 @@ def __getattr__(name: str) -> Any:
 
 
 if False:  # pragma: no cover - for type checkers only
-    from .store import Store
+    from qpyr.read.store import Store

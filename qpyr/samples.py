@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from .errors import QpyrError
+from qpyr.errors import QpyrError
 
 SAMPLE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle")
 """The five RGB photos the demo packs and the benchmarks measure by default."""

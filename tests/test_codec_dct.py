@@ -685,8 +685,8 @@ def test_jfif_batch_decode_on_cuda_is_one_decoder_call(monkeypatch) -> None:
     from PIL import Image
 
     from qpyr.codecs import dct
-    from qpyr.payload import LevelPayload, _batched_codes
-    from qpyr.quant import Quantizer, StoredType
+    from qpyr.codecs.quant import Quantizer, StoredType
+    from qpyr.read.payload import LevelPayload, _batched_codes
 
     calls = []
 

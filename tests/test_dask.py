@@ -16,7 +16,7 @@ import pytest
 import qpyr
 from qpyr.cli import main
 from qpyr.errors import InputError
-from qpyr.verify import verify
+from qpyr.ops.verify import verify
 
 distributed = pytest.importorskip("distributed")
 

@@ -23,7 +23,7 @@ from qpyr.errors import InputError, InputNotFoundError, PolicyError, PriceTableE
 from qpyr.estimate import EstimateInputError, estimate, estimate_store
 from qpyr.estimate.prices import UnknownStorageClassError, shipped_prices_text
 from qpyr.estimate.sampling import reservoir
-from qpyr.inputs import InputRef
+from qpyr.io.inputs import InputRef
 from qpyr.samples import random_crops, sample_photo
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "spec" / "schemas" / "estimate.schema.json").read_text("utf-8"))
@@ -46,7 +46,7 @@ def _full_pack_bytes(corpus: Path, policy: str, *, quality: bool = False) -> int
     of the catalog's quality table and the manifest's quality summary.
     """
     from qpyr.estimate.packing import drop_memory_store, memory_url, torch_single_thread
-    from qpyr.writer import PackOptions, run_pack
+    from qpyr.write.writer import PackOptions, run_pack
 
     url = memory_url()
     try:
@@ -261,11 +261,11 @@ def test_glob_source(small_corpus) -> None:
 
 def test_default_policies_follow_qpyr_default_policy(monkeypatch) -> None:
     """Without --policy the comparison is mixed + qpyr.policy.DEFAULT_POLICY, read at call time."""
-    import qpyr.policy
+    import qpyr.policies
 
     rng = np.random.default_rng(1)
     arrays = {f"a{i}": (rng.random((36 + i, 44, 3)) * 255).astype(np.uint8) for i in range(4)}
-    monkeypatch.setattr(qpyr.policy, "DEFAULT_POLICY", "int8")
+    monkeypatch.setattr(qpyr.policies, "DEFAULT_POLICY", "int8")
     r = estimate(arrays, sample=4, **FAST)
     assert [(p.policy, p.requested) for p in r.policies] == [
         ("fp32", False), ("fp16", False), ("lossless", False), ("mixed", True), ("int8", True), ("jpeg-q90", False)]
@@ -442,7 +442,7 @@ def test_header_probe_matches_load_for_every_input_format(tmp_path) -> None:
     import tifffile
 
     from qpyr.estimate.probe import probe
-    from qpyr.inputs import discover, load
+    from qpyr.io.inputs import discover, load
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)

@@ -19,14 +19,14 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import qpyr
-from qpyr import format as fmt
 from qpyr.cli import main
 from qpyr.errors import FormatError, QpyrError
-from qpyr.export import MAX_COMPONENT_BYTES, safe_relpath, unpack
-from qpyr.layout import BucketSpec
-from qpyr.report import info_dict
-from qpyr.shard import add_crc, index_nbytes
-from qpyr.verify import verify
+from qpyr.format import manifest as fmt
+from qpyr.format.layout import BucketSpec
+from qpyr.format.shard import add_crc, index_nbytes
+from qpyr.ops.info import info_dict
+from qpyr.ops.unpack import MAX_COMPONENT_BYTES, safe_relpath, unpack
+from qpyr.ops.verify import verify
 
 #: Memory any single hostile example may make qpyr allocate (tracemalloc peak).
 BUDGET = 64 * 2**20

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 import qpyr
-from qpyr import inputs as qin
 from qpyr.cli import main
 from qpyr.errors import InputError, InputNotFoundError
-from qpyr.inputs import FileList, discover
+from qpyr.io import inputs as qin
+from qpyr.io.inputs import FileList, discover
 
 RNG = np.random.default_rng(21)
 TREE = ["b.png", "a-1.png", "a/x.png", "a/y/z.jpg", "a.png", "c/d/e/f.png", "c/notes.txt", ".hidden/h.png",
@@ -154,8 +154,8 @@ def test_file_list_names_urls_and_missing_entries(tree, s3, tmp_path):
 def test_listing_memory_does_not_grow_with_the_number_of_inputs(tmp_path):
     """The writer's listing pass over 60,000 list entries holds 8 bytes per name (a hash to
     find duplicates), not the entries: an eager list of refs would take ~12 MB here."""
-    from qpyr.storage import ObjectStore
-    from qpyr.writer import PackOptions, _list_inputs
+    from qpyr.io.storage import ObjectStore
+    from qpyr.write.writer import PackOptions, _list_inputs
 
     peaks = {}
     for n in (10_000, 60_000):
@@ -196,7 +196,7 @@ def test_bool_inputs_normalize_to_0_and_1(tmp_path):
     assert float(lv[1][0, 4, 0]) == 1.0 and float(lv[1][0, 4, 15]) == 0.0
     assert float(lv[2][0, 0, 0]) == 1.0 and float(lv[2][0, 0, 7]) == 0.0
     assert 0.0 < float(lv[1][0, 0, 8]) < 1.0  # 1 of 4 pixels
-    from qpyr.format import DTYPE_CODES
+    from qpyr.format.manifest import DTYPE_CODES
 
     assert DTYPE_CODES[int(st._sources[0, 0])] == "uint8"
 
@@ -226,7 +226,7 @@ def test_wide_integer_inputs_do_not_wrap(tmp_path, dt):
             assert raw.dtype == getattr(torch, np.dtype(dt).name)
             assert np.array_equal(raw.numpy()[0], a)
         # unpacked in the source type: bit-exact when lossless, saturated (never wrapped) otherwise
-        from qpyr.export import unpack
+        from qpyr.ops.unpack import unpack
 
         out = tmp_path / f"out-{pol}"
         files = unpack(st, str(out), fmt="npy")

@@ -26,7 +26,7 @@ def test_pack_dct_then_unpack_ssim_matches_info(tmp_path, photos, capsys):
     info = json.loads(capsys.readouterr().out)
     assert main(["unpack", str(store), "-o", str(tmp_path / "out"), "-q"]) == 0
     pyr = {n: qpyr.open(str(store)).item_info(f"{n}.png") for n in ("astronaut", "coffee")}
-    from qpyr.pyramid import build_pyramid
+    from qpyr.io.pyramid import build_pyramid
 
     for it in info["items_detail"]:
         name = it["name"].rsplit(".", 1)[0]
@@ -96,9 +96,9 @@ def test_quality_policy_pools_items_of_different_quality_into_one_bucket(tmp_pat
     from skimage import data
 
     from qpyr.codecs.dct import chunk_quality
-    from qpyr.policy import parse_policy
-    from qpyr.pyramid import build_pyramid
-    from qpyr.shard import strip_crc
+    from qpyr.format.shard import strip_crc
+    from qpyr.io.pyramid import build_pyramid
+    from qpyr.policies import parse_policy
 
     img = data.astronaut()
     crops = {f"c{i}": np.ascontiguousarray(img[i * 50:i * 50 + 96, i * 60:i * 60 + 128]) for i in range(6)}
@@ -122,9 +122,9 @@ def test_jfif_store_meets_its_floor_and_reads_the_same_on_every_path(tmp_path, s
     import torch
 
     import qpyr.torch
-    from qpyr.collate import collate_list
+    from qpyr.io.pyramid import build_pyramid
     from qpyr.metrics import ssim
-    from qpyr.pyramid import build_pyramid
+    from qpyr.torch.collate import collate_list
 
     items = dict(list(small_photos.items())[:3])
     rgba = np.dstack([small_photos["coffee"], small_photos["coffee"][..., :1]])

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import qpyr
+from qpyr.codecs.quant import normalize
 from qpyr.errors import PolicyError
-from qpyr.policy import parse_policy, plan_levels
-from qpyr.pyramid import build_pyramid
-from qpyr.quant import normalize
-from qpyr.report import info_dict, render_info
+from qpyr.io.pyramid import build_pyramid
+from qpyr.ops.info import info_dict, render_info
+from qpyr.policies import parse_policy, plan_levels
 
 U8 = np.dtype(np.uint8)
 
@@ -93,7 +93,7 @@ def test_budget_weights_shift_quality(crop):
 
 # ------------------------------------------------------------------------------ saliency
 def test_saliency_classes_and_motion(crop):
-    from qpyr.saliency import classify, tile_scores
+    from qpyr.policies.saliency import classify, tile_scores
 
     assert classify(np.array([0.0, 0.049, 0.05, 0.149, 0.15, 0.349, 0.35, 0.599, 0.6, 1.0])).tolist() == \
         [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
@@ -139,8 +139,8 @@ def test_saliency_store_fills_pruned_tiles_from_coarser_level(crop, tmp_path):
     assert torch.equal(batch[1], got[0])
     # device-side decoding: the worker ships the coarser level with the pruned one, so
     # decode_batch fills the same samples without going back to the store
-    from qpyr.collate import collate_list
-    from qpyr.torch import PyramidDataset, decode_batch
+    from qpyr.torch.collate import collate_list
+    from qpyr.torch.datasets import PyramidDataset, decode_batch
 
     dd = PyramidDataset(str(tmp_path / "s"), levels=[0], device_decode=True)
     payload = dd[1]["levels"][0]
@@ -163,7 +163,7 @@ def test_saliency_store_fills_pruned_tiles_from_coarser_level(crop, tmp_path):
 
 def test_bad_plan_in_manifest_is_refused():
     from qpyr.errors import FormatError
-    from qpyr.plan import validate_plan
+    from qpyr.format.plan import validate_plan
 
     validate_plan({"policy": "saliency", "describe": {}, "levels": [], "max_item_bytes": 0}, "m")
     for bad in ({"policy": 1, "describe": {}}, {"policy": "x", "describe": {}, "levels": [{"level": 1}]},
@@ -195,7 +195,7 @@ def test_cli_plan_json_frontier_and_pack_adaptive(crop, tmp_path, capsys):
 
 
 def test_budget_floor_and_policy_objects(crop, tmp_path):
-    from qpyr.rd import BudgetPolicy
+    from qpyr.policies.budget import BudgetPolicy
 
     lv = _levels(crop, 3)
     pol = BudgetPolicy(10**9, ssim_floor=0.97, qualities=(20, 50, 80, 95))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from qpyr.errors import PolicyError
-from qpyr.policy import DEFAULT_POLICY, POLICIES, parse_floors, parse_policy, with_floors
-from qpyr.pyramid import build_pyramid
+from qpyr.io.pyramid import build_pyramid
+from qpyr.policies import DEFAULT_POLICY, POLICIES, parse_floors, parse_policy, with_floors
 
 
 @pytest.mark.parametrize("spec", ["lossless", "fp32", "fp16", "bf16", "int8", "int4", "mixed", "dct", "dct:quality=50,chroma=444",
@@ -85,7 +85,7 @@ def test_quality_policy_meets_floor_at_every_level_and_is_cheapest(small_photos,
         assert e.decision in ("searched", "lossless-fallback")
         if e.encoding.codec.name == "qpyr.dct":
             from qpyr.codecs.dct import chunk_quality
-            from qpyr.shard import strip_crc
+            from qpyr.format.shard import strip_crc
 
             # pooled: the bucket says "chunk", each chunk's header holds the quality found
             assert e.encoding.codec.to_dict()["configuration"]["quality"] == "chunk"
@@ -94,8 +94,8 @@ def test_quality_policy_meets_floor_at_every_level_and_is_cheapest(small_photos,
             assert len(qs) == 1
             q = qs.pop()
             if q > 1:  # one step cheaper misses the floor (the search found the minimum)
-                from qpyr.encode import encode_level
-                from qpyr.policy import dct_encoding
+                from qpyr.policies import dct_encoding
+                from qpyr.policies.encode import encode_level
 
                 lower = encode_level(lv[e.spec.level], np.dtype(np.uint8), dct_encoding(q - 1, "444", np.dtype(np.uint8)),
                                      li=e.spec.level, slots_per_task=16)
@@ -129,7 +129,7 @@ def test_floor_parsing():
 
 
 def test_dct_table_family_parses_records_and_round_trips() -> None:
-    from qpyr.encoding import Encoding
+    from qpyr.codecs.encoding import Encoding
     from qpyr.errors import PolicyError
 
     x = np.zeros((3, 16, 16), np.uint8)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from qpyr.errors import InputError
-from qpyr.pyramid import DEFAULT_MIN_SIDE, Filter, build_pyramid, default_levels, level_shape
+from qpyr.io.pyramid import DEFAULT_MIN_SIDE, Filter, build_pyramid, default_levels, level_shape
 
 
 def test_default_levels_512_gives_5():

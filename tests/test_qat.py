@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import qpyr
-from qpyr.policy import parse_policy
-from qpyr.pyramid import build_pyramid
-from qpyr.qat import fake_quantize
-from qpyr.quant import normalize
+from qpyr.codecs.quant import normalize
+from qpyr.io.pyramid import build_pyramid
+from qpyr.policies import parse_policy
+from qpyr.torch.qat import fake_quantize
 
 SPECS = [
     "lossless", "lossless:codec=zstd", "fp32", "fp16", "bf16",

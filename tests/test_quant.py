@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from qpyr.codecs.quant import Quantizer, bf16_decode, bf16_encode, pack_nibbles, unpack_nibbles
 from qpyr.errors import PolicyError, RangeError
-from qpyr.quant import Quantizer, bf16_decode, bf16_encode, pack_nibbles, unpack_nibbles
 
 INT_CONFIGS = [
     dict(dtype="uint8"), dict(dtype="uint8", granularity="channel"), dict(dtype="uint8", granularity="block", block=4),

@@ -14,9 +14,9 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 import qpyr
 from qpyr.errors import FormatError, InputError, ItemNotFoundError, StorageError
-from qpyr.payload import LevelPayload, StoredLevel, decode_payloads
-from qpyr.storage import ObjectStore, classify_error
-from qpyr.store import BudgetError
+from qpyr.io.storage import ObjectStore, classify_error
+from qpyr.read.payload import LevelPayload, StoredLevel, decode_payloads
+from qpyr.read.store import BudgetError
 
 RNG = np.random.default_rng(7)
 
@@ -273,7 +273,7 @@ def test_cuda_reads_match_cpu_reads(tmp_path, small_photos, big_image):
 def test_pinned_staging_only_where_cuda_exists(corpus_store):
     """pin_memory requests (fetch, payloads, payload batches) pin on a CUDA machine and are
     no-ops without one (torch cannot pin memory without an accelerator runtime)."""
-    from qpyr.payload import PayloadBatch
+    from qpyr.read.payload import PayloadBatch
 
     cuda = torch.cuda.is_available()
     st = qpyr.open(corpus_store)
@@ -412,7 +412,7 @@ def test_file_and_memory_urls(tmp_path, small_photos):
 
 
 def test_batches_touching_more_shards_than_the_caches_hold(tmp_path, small_photos, monkeypatch):
-    import qpyr.store as qs
+    import qpyr.read.store as qs
 
     items = {f"{n}-{k}": a for k in range(3) for n, a in small_photos.items()}
     url = str(tmp_path / "s.qpyr")

@@ -24,13 +24,13 @@ import torch
 
 import qpyr
 from qpyr.errors import InputError, StoreExistsError
-from qpyr.format import MANIFEST_KEY
-from qpyr.verify import verify
+from qpyr.format.manifest import MANIFEST_KEY
+from qpyr.ops.verify import verify
 
 CHILD = r"""
 import os, signal, sys
 src, url, mode, k, append = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1"
-from qpyr import storage
+from qpyr.io import storage
 count = [0]
 
 def tick():
@@ -193,7 +193,7 @@ def test_failed_append_is_rolled_back_and_an_unfinished_one_can_be_abandoned(tmp
     assert sorted(p.relative_to(url).as_posix() for p in Path(url).rglob("*") if p.is_file()) == listing
     assert verify(qpyr.open(url)).ok
     # an append that was interrupted (here: its commit never ran) blocks other appends ...
-    import qpyr.writer as w
+    import qpyr.write.writer as w
 
     real = w.commit
     w.commit = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
@@ -214,7 +214,7 @@ def test_journal_and_lists_hold_no_credentials(tmp_path):
     url = tmp_path / "s.qpyr"
     src = tmp_path / "in"
     _images(src, "a", 4, seed=9)
-    import qpyr.writer as w
+    import qpyr.write.writer as w
 
     real = w.commit
     w.commit = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())
@@ -258,8 +258,8 @@ def test_readers_keep_their_snapshot_and_never_see_a_partial_append(tmp_path):
 def test_open_rereads_a_root_replaced_while_it_read_the_catalog(tmp_path):
     """The generation race: a reader reads root g, an append commits g + 1 and removes g's
     catalog before the reader fetches it; the reader notices the new root and reads that."""
-    from qpyr.storage import ObjectStore
-    from qpyr.store import Store
+    from qpyr.io.storage import ObjectStore
+    from qpyr.read.store import Store
 
     url = tmp_path / "s.qpyr"
     rng = np.random.default_rng(1)
@@ -333,8 +333,8 @@ def test_root_change_is_seen_through_cached_file_handles(tmp_path):
     """Local reads go through cached open files; a root replaced by another process (a new
     inode, here of the same size) must still count as changed, or a reader caught in the
     generation race gives up instead of re-reading the root."""
-    from qpyr.storage import ObjectStore
-    from qpyr.store import Store
+    from qpyr.io.storage import ObjectStore
+    from qpyr.read.store import Store
 
     url = tmp_path / "s.qpyr"
     qpyr.pack({"x": np.zeros((9, 9), np.uint8)}, str(url))

@@ -14,9 +14,9 @@ from torch.utils.data import DataLoader
 
 import qpyr
 from qpyr.cli import main
-from qpyr.collate import collate_list
 from qpyr.errors import StorageError
-from qpyr.torch import PyramidDataset, StreamingPyramidDataset
+from qpyr.torch.collate import collate_list
+from qpyr.torch.datasets import PyramidDataset, StreamingPyramidDataset
 
 
 def _opts(so: dict) -> list[str]:
@@ -141,7 +141,7 @@ def test_transient_s3_errors_are_retried_with_backoff(s3_store, s3_server, monke
 
     import s3fs
 
-    import qpyr.storage as qs
+    import qpyr.io.storage as qs
 
     url, so = s3_store
     ref = qpyr.open(url, storage_options=so)

@@ -28,10 +28,10 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 import qpyr
-from qpyr import format as fmt
 from qpyr.codecs import REGISTRY
-from qpyr.encoding import Encoding
+from qpyr.codecs.encoding import Encoding
 from qpyr.errors import FormatError, IncompleteStoreError, QpyrError, UnsupportedVersionError
+from qpyr.format import manifest as fmt
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "spec"
@@ -297,7 +297,7 @@ def test_fresh_manifest_validates(fresh_store: Any) -> None:
 
 def test_info_json_validates(fresh_store: Any, capsys: pytest.CaptureFixture[str]) -> None:
     from qpyr.cli import main
-    from qpyr.report import info_dict
+    from qpyr.ops.info import info_dict
 
     for items in (True, False, None):
         assert _schema_errors("info", info_dict(fresh_store, items=items)) == []
@@ -308,7 +308,7 @@ def test_info_json_validates(fresh_store: Any, capsys: pytest.CaptureFixture[str
 
 
 def test_zarr_documents_follow_the_spec(fresh_store: Any) -> None:
-    from qpyr.layout import BucketSpec
+    from qpyr.format.layout import BucketSpec
 
     root = Path(fresh_store.url)
     m = fresh_store.manifest
@@ -454,7 +454,7 @@ def test_int4_nibble_order_from_raw_bytes(tmp_path: Path) -> None:
     b = store.manifest["buckets"][0]
     assert b["packed"] and b["dtype"] == "uint8" and (b["height"], b["width"]) == (16, 16)
     shard = (tmp_path / "u.qpyr" / b["path"] / "data" / "c/0/0/0/0").read_bytes()
-    from qpyr.layout import BucketSpec
+    from qpyr.format.layout import BucketSpec
 
     spec = BucketSpec.from_dict(b)
     raw = zstandard.ZstdDecompressor().decompress(_shard_chunk(shard, spec.n_inner, 0))
@@ -481,7 +481,7 @@ def test_signed_int4_is_twos_complement(tmp_path: Path) -> None:
     vals = np.array([[-7, -1, 0, 1, 7, -8 + 1, 3, -3]], np.float32)
     store = qpyr.pack({"s": vals}, str(tmp_path / "s.qpyr"), policy="int4:scheme=symmetric", levels=1)
     b = store.manifest["buckets"][0]
-    from qpyr.layout import BucketSpec
+    from qpyr.format.layout import BucketSpec
 
     spec = BucketSpec.from_dict(b)
     shard = (tmp_path / "s.qpyr" / b["path"] / "data" / "c/0/0/0/0").read_bytes()
@@ -502,7 +502,7 @@ def test_bfloat16_bits_from_raw_bytes(tmp_path: Path) -> None:
     store = qpyr.pack({"f": vals}, str(tmp_path / "b.qpyr"), policy="bf16", levels=1)
     b = store.manifest["buckets"][0]
     assert b["dtype"] == "uint16" and not b["packed"]
-    from qpyr.layout import BucketSpec
+    from qpyr.format.layout import BucketSpec
 
     spec = BucketSpec.from_dict(b)
     shard = (tmp_path / "b.qpyr" / b["path"] / "data" / "c/0/0/0/0").read_bytes()

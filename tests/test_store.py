@@ -21,7 +21,7 @@ from qpyr.errors import (
     StoreExistsError,
     UnsupportedVersionError,
 )
-from qpyr.export import to_source_array
+from qpyr.ops.unpack import to_source_array
 
 RNG = np.random.default_rng(1234)
 
@@ -150,7 +150,7 @@ print('ok')
 
 
 def test_crashed_pack_is_incomplete_and_rerun_completes(tmp_path, small_photos, monkeypatch):
-    import qpyr.writer as w
+    import qpyr.write.writer as w
 
     url = str(tmp_path / "s.qpyr")
 
@@ -207,7 +207,7 @@ def test_altered_chunk_is_a_checksum_error_naming_item_and_level(tmp_path, small
     store.read("coffee", [0])  # level 0 untouched
     with pytest.raises(ChecksumError, match=r"item 'coffee' level 1.*crc32c"):
         store.read("coffee", [1])
-    from qpyr.verify import verify
+    from qpyr.ops.verify import verify
 
     rep = verify(store)
     assert not rep.ok and any("'coffee' level 1" in p and "crc32c" in p for p in rep.problems)

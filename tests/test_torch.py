@@ -15,10 +15,10 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 import qpyr
-from qpyr.collate import AspectRatioBucketSampler, collate_list, collate_padded, pad_batch
 from qpyr.errors import InputError
-from qpyr.payload import LevelPayload
-from qpyr.torch import PyramidDataset, StreamingPyramidDataset, decode_batch
+from qpyr.read.payload import LevelPayload
+from qpyr.torch.collate import AspectRatioBucketSampler, collate_list, collate_padded, pad_batch
+from qpyr.torch.datasets import PyramidDataset, StreamingPyramidDataset, decode_batch
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +184,8 @@ def test_streaming_order_is_a_shard_aware_pure_function_of_seed_and_epoch(store_
 
 _RESUME = textwrap.dedent("""
     import json, sys, torch
-    from qpyr.collate import collate_list
-    from qpyr.torch import StreamingPyramidDataset
+    from qpyr.torch.collate import collate_list
+    from qpyr.torch.datasets import StreamingPyramidDataset
     url, state, workers = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
     ds = StreamingPyramidDataset(url, levels=[1], seed=11, batch_size=4)
     ds.load_state_dict(state)
@@ -297,7 +297,7 @@ def test_aspect_ratio_bucket_sampler(store_url):
 
 
 def test_payload_batches_travel_as_one_tensor_per_group(store_url):
-    from qpyr.payload import PayloadBatch
+    from qpyr.read.payload import PayloadBatch
 
     ds = PyramidDataset(store_url, levels=[2], device_decode=True)
     same = [i for i, hw in enumerate(ds.sizes().tolist()) if hw == ds.sizes()[0].tolist()][:4]

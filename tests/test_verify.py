@@ -13,9 +13,9 @@ import pytest
 
 import qpyr
 from qpyr.cli import main
-from qpyr.layout import BucketSpec
-from qpyr.shard import add_crc, index_nbytes, parse_index
-from qpyr.verify import verify
+from qpyr.format.layout import BucketSpec
+from qpyr.format.shard import add_crc, index_nbytes, parse_index
+from qpyr.ops.verify import verify
 
 RNG = np.random.default_rng(8)
 
@@ -138,7 +138,7 @@ def test_stray_object_duplicate_slot_and_documents(store_url):
 
 
 def test_verify_during_an_unfinished_append_checks_the_snapshot(store_url, small_photos):
-    import qpyr.writer as w
+    import qpyr.write.writer as w
 
     real = w.commit
     w.commit = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt())

@@ -83,8 +83,8 @@ def dir_bytes(path: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     import qpyr
-    from qpyr.policy import DEFAULT_POLICY
-    from qpyr.pyramid import build_pyramid
+    from qpyr.io.pyramid import build_pyramid
+    from qpyr.policies import DEFAULT_POLICY
     from qpyr.samples import SAMPLE_PHOTOS
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -62,10 +62,10 @@ def true_bytes(corpus: Path, policies: list[str]) -> dict[str, int]:
     import torch
     from PIL import Image
 
-    from qpyr.inputs import discover, load
-    from qpyr.pyramid import build_pyramid
-    from qpyr.store import open_store
-    from qpyr.writer import PackOptions, run_pack
+    from qpyr.io.inputs import discover, load
+    from qpyr.io.pyramid import build_pyramid
+    from qpyr.read.store import open_store
+    from qpyr.write.writer import PackOptions, run_pack
 
     torch.set_num_threads(1)
     out: dict[str, int] = {}
@@ -94,7 +94,7 @@ def speed(corpus: Path, count: int, sample: int, policies: list[str] | None, lis
     directory with ``--count``."""
     from qpyr.estimate import estimate
     from qpyr.estimate.render import format_bytes
-    from qpyr.policy import DEFAULT_POLICY
+    from qpyr.policies import DEFAULT_POLICY
 
     if listing == "list":
         lst = corpus.parent / f"{corpus.name}-list-{count}.txt"

@@ -63,7 +63,7 @@ from PIL import Image
 
 import qpyr
 import qpyr.torch
-from qpyr.collate import collate_list
+from qpyr.torch.collate import collate_list
 
 # Pillow hands out read-only arrays; the peer never writes to them, so skip the copy, not the warning.
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")

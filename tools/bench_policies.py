@@ -24,8 +24,8 @@ import time
 
 import numpy as np
 
-from qpyr.policy import parse_policy, plan_levels
-from qpyr.pyramid import build_pyramid
+from qpyr.io.pyramid import build_pyramid
+from qpyr.policies import parse_policy, plan_levels
 from qpyr.samples import SAMPLE_PHOTOS, sample_photo
 
 U8 = np.dtype(np.uint8)

@@ -354,8 +354,8 @@ def fixed_points(imgs: dict[str, np.ndarray], res: dict[str, dict[str, list]]) -
     to the bytes JPEG 4:2:0 needs for the same PSNR (interpolated on its sweep; n/a above the
     sweep's best PSNR). Quality here is qpyr's own torch metrics (Wang 2004, same settings,
     validated against scikit-image to 1e-4 in tests/test_metrics.py)."""
-    from qpyr.encode import encode_level
-    from qpyr.policy import parse_policy
+    from qpyr.policies import parse_policy
+    from qpyr.policies.encode import encode_level
 
     print("\nqpyr quantizer encodings (level 0 of each photo) vs JPEG 4:2:0 at equal PSNR:")
     print("(/jpeg: n/a where the JPEG sweep never reaches that PSNR; /lossless: bytes / qpyr lossless bytes)")

@@ -42,7 +42,7 @@ import torch
 url, src, policy, threads, spt = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 warm = sys.argv[6] if len(sys.argv) > 6 else ""
 if threads == -1:  # exactly what a Dask worker process runs with
-    from qpyr.writer import tune_worker_process
+    from qpyr.write.writer import tune_worker_process
     tune_worker_process()
 elif threads:
     torch.set_num_threads(threads)
@@ -130,7 +130,7 @@ def pack_in_child(src: Path, url: Path, policy: str, threads: int, spt: int, war
 
 def objects_per_level(url: Path) -> list[dict]:
     import qpyr
-    from qpyr.layout import BucketSpec
+    from qpyr.format.layout import BucketSpec
 
     st = qpyr.open(str(url))
     m = st.manifest
@@ -228,7 +228,7 @@ def dask_speedup(src: Path, tmp: Path, policy: str, spt: int, n: int, repeats: i
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
-    from qpyr.policy import DEFAULT_POLICY
+    from qpyr.policies import DEFAULT_POLICY
 
     ap.add_argument("--policy", default=DEFAULT_POLICY, help=f"pack policy (default: qpyr's default, {DEFAULT_POLICY})")
     ap.add_argument("--slots-per-task", type=int, default=256, help="default: qpyr's default, 256")

@@ -13,10 +13,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import CodecError
-from .adapters import DctChunkCodec, LosslessChunkCodec
-from .standard import BloscCodec, ZstdCodec
-from .tiles import TilesChunkCodec
+from qpyr.codecs.adapters import DctChunkCodec, LosslessChunkCodec
+from qpyr.codecs.standard import BloscCodec, ZstdCodec
+from qpyr.codecs.tiles import TilesChunkCodec
+from qpyr.errors import CodecError
 
 __all__ = ["ChunkCodec", "REGISTRY", "codec_from_dict", "register_codec", "is_lossy", "ZstdCodec", "BloscCodec",
            "DctChunkCodec", "LosslessChunkCodec", "TilesChunkCodec"]

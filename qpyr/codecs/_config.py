@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from ..errors import CodecError
+from qpyr.errors import CodecError
 
 
 def parse_config(d: Any, name: str, allowed: set[str] | Mapping[str, Any], *,

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from ..errors import CodecError
+from qpyr.errors import CodecError
 
 __all__ = ["DctChunkCodec", "LosslessChunkCodec"]
 
@@ -66,7 +66,7 @@ class DctChunkCodec(_Adapter):
 
     @staticmethod
     def _inner_class() -> Any:
-        from .dct import DctCodec
+        from qpyr.codecs.dct import DctCodec
 
         return DctCodec
 
@@ -76,7 +76,7 @@ class DctChunkCodec(_Adapter):
         if stored.dtype != np.uint8:  # encode() rejects it; pad like every other codec meanwhile
             c, h, w = stored.shape
             return np.pad(stored, ((0, 0), (0, height - h), (0, width - w)), mode="edge")
-        from .dct import pad_for_dct
+        from qpyr.codecs.dct import pad_for_dct
 
         return pad_for_dct(stored, height, width)
 
@@ -112,7 +112,7 @@ class LosslessChunkCodec(_Adapter):
 
     @staticmethod
     def _inner_class() -> Any:
-        from .lossless import LosslessCodec
+        from qpyr.codecs.lossless import LosslessCodec
 
         return LosslessCodec
 

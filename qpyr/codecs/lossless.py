@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 import zstandard
 
-from ..errors import CodecError
+from qpyr.errors import CodecError
 
 __all__ = ["LosslessCodec", "NAME", "MAGIC", "VERSION", "PREDICTORS", "COLORS"]
 
@@ -104,7 +104,7 @@ class LosslessCodec:
     @classmethod
     def from_dict(cls, d: Any) -> LosslessCodec:
         """Inverse of :meth:`to_dict`; unknown keys raise :class:`CodecError` naming them."""
-        from ._config import parse_config
+        from qpyr.codecs._config import parse_config
 
         return cls(**parse_config(d, NAME, _DEFAULTS, mapping=Mapping, null_configuration=True))
 

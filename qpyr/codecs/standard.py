@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import zstandard
 
-from ..errors import CodecError
-from ._config import parse_config
+from qpyr.codecs._config import parse_config
+from qpyr.errors import CodecError
 
 __all__ = ["ZstdCodec", "BloscCodec"]
 

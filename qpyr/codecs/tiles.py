@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..errors import CodecError
+from qpyr.errors import CodecError
 
 __all__ = ["TilesChunkCodec", "CLASSES", "chunk_classes", "fill_pruned", "MAGIC"]
 
@@ -39,7 +39,7 @@ _TILES = (8, 16, 32, 64, 128, 256)
 
 
 def _tile_quantizer(code: int) -> Any:
-    from ..quant import Granularity, Quantizer, StoredType
+    from qpyr.codecs.quant import Granularity, Quantizer, StoredType
 
     return Quantizer(dtype=StoredType.UINT4 if code == 1 else StoredType.UINT8, granularity=Granularity.CHANNEL)
 
@@ -95,7 +95,7 @@ class TilesChunkCodec:
 
     @classmethod
     def from_dict(cls, d: Any) -> TilesChunkCodec:
-        from ._config import parse_config
+        from qpyr.codecs._config import parse_config
 
         return cls(**parse_config(d, cls.name, {"tile"}))
 
@@ -119,7 +119,7 @@ class TilesChunkCodec:
     def encode_classes(self, chunk: np.ndarray, classes: np.ndarray) -> bytes:
         """Encode ``chunk`` ``[1, C, H, W]`` float32 with the tile class map ``classes``
         ``[ceil(H/tile), ceil(W/tile)]`` (codes 0..4)."""
-        from ..quant import pack_nibbles
+        from qpyr.codecs.quant import pack_nibbles
 
         if chunk.ndim != 4 or chunk.shape[0] != 1 or chunk.dtype != np.float32:
             raise CodecError(f"qpyr.tiles encodes [1, C, H, W] float32 chunks. Got {chunk.shape} {chunk.dtype}.")
@@ -155,7 +155,7 @@ class TilesChunkCodec:
         """``[1, C, H, W]`` float32; pruned tiles are NaN."""
         import zstandard
 
-        from ..quant import unpack_nibbles
+        from qpyr.codecs.quant import unpack_nibbles
 
         if np.dtype(dtype) != np.float32 or len(shape) != 4 or shape[0] != 1:
             raise CodecError(f"qpyr.tiles decodes [1, C, H, W] float32 chunks. Got {shape} {dtype}.")

@@ -64,7 +64,7 @@ _HOMES = {
     "estimate_store": "existing",
 }
 #: Modules, importable as attributes (``qpyr.estimate.cost``) without an import statement.
-_SUBMODULES = ("baselines", "cli", "cost", "estimator", "existing", "layout_model", "options", "packing", "planner",
+_SUBMODULES = ("baselines", "cost", "estimator", "existing", "layout_model", "options", "packing", "planner",
                "prices", "pricing", "probe", "regression", "render", "results", "sampling", "sources")
 
 
@@ -82,7 +82,7 @@ class _CallablePackage(types.ModuleType):
     a function named ``estimate`` in ``qpyr`` would be replaced by this package on import)."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .estimator import estimate
+        from qpyr.estimate.estimator import estimate
 
         return estimate(*args, **kwargs)
 

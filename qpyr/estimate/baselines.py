@@ -28,7 +28,7 @@ LABELS = {"fp32": "fp32 pyramid", "fp16": "fp16 pyramid", "lossless": "lossless 
 def policy_list(policies: Sequence[str] | str | None) -> list[tuple[str, bool, bool]]:
     """[(canonical spec, baseline, requested)]: baselines first, then the requested ones
     (default: ``mixed`` and :data:`qpyr.policy.DEFAULT_POLICY`, read when called)."""
-    from qpyr.policy import DEFAULT_POLICY, parse_policy
+    from qpyr.policies import DEFAULT_POLICY, parse_policy
 
     if isinstance(policies, str):
         policies = [policies]
@@ -69,8 +69,8 @@ def jpeg_sample(arrays: list[np.ndarray], quality: Sequence[int],
     import torch
     from PIL import Image
 
+    from qpyr.io.pyramid import DEFAULT_MIN_SIDE, build_pyramid
     from qpyr.metrics import psnr, ssim
-    from qpyr.pyramid import DEFAULT_MIN_SIDE, build_pyramid
 
     per: list[list[tuple[int, float, float]]] = []
     converted = 0

@@ -56,7 +56,7 @@ from qpyr.estimate.regression import BOOTSTRAP, DataProjection, covariates, norm
 from qpyr.estimate.results import EstimateResult, Interval, LevelEstimate, PolicyEstimate, SampleInfo
 from qpyr.estimate.sampling import reservoir, stratified_choice
 from qpyr.estimate.sources import describe_source, expand_sources, is_store
-from qpyr.inputs import InputRef
+from qpyr.io.inputs import InputRef
 
 __all__ = ["estimate"]
 
@@ -132,7 +132,7 @@ def estimate(
     # -- list and probe ------------------------------------------------------------------
     from itertools import islice
 
-    from qpyr.inputs import discover
+    from qpyr.io.inputs import discover
 
     rng = random.Random(seed)
     stream: Iterable[InputRef] = discover(expanded, storage_options=storage_options)
@@ -260,7 +260,7 @@ def _probe_all(refs: list[InputRef]) -> tuple[list[tuple[InputRef, Geom]], list[
 def _load_sample(chosen: list[tuple[InputRef, Geom]]) -> tuple[list[np.ndarray], list[str], list[Geom], list[str]]:
     """Load the chosen images; returns (arrays [C, H, W], unique names, geometries of the loaded
     arrays with the probe's file bytes and format, error messages of those that failed)."""
-    from qpyr.inputs import load
+    from qpyr.io.inputs import load
 
     arrays: list[np.ndarray] = []
     names: list[str] = []

@@ -32,8 +32,8 @@ def estimate_store(
     and the exact object sizes from a listing. The interval is the value itself."""
     terms = CostTerms.check(providers=providers, months=months, reads_per_month=reads_per_month,
                             read_levels=read_levels, egress_fraction=egress_fraction, prices=prices)
-    from qpyr.storage import ObjectStore
-    from qpyr.store import open_store
+    from qpyr.io.storage import ObjectStore
+    from qpyr.read.store import open_store
 
     store = open_store(url, storage_options=storage_options)
     man = store.manifest

@@ -76,7 +76,7 @@ class StoreCalibration:
 
 
 def calibrate(packed: Packed, n_items: int) -> StoreCalibration:
-    from qpyr.format import MANIFEST_KEY, group_doc
+    from qpyr.format.manifest import MANIFEST_KEY, group_doc
 
     m = packed.manifest
     paths = [b["path"] for b in m["buckets"]]
@@ -162,7 +162,7 @@ def project_layout(planner: Planner, geoms: Sequence[Geom], pred: np.ndarray, n_
     writer forms them. Otherwise the corpus order is taken as random with respect to size: each
     task's items per bucket are Binomial(task size, bucket share).
     """
-    from qpyr.format import CATALOG_CHUNK_ROWS
+    from qpyr.format.manifest import CATALOG_CHUNK_ROWS
 
     m = len(geoms)
     buckets: dict[str, _Bucket] = {}

@@ -78,10 +78,10 @@ def pack_sample(spec: str, arrays: list[np.ndarray], names: list[str], quality: 
     (``plan_encoded``, e.g. ``quality:...``) measures every level while packing anyway, so its
     bytes store already has the figures. Both stores are deleted. The real names keep the
     catalog's size representative."""
-    from qpyr.policy import parse_policy
-    from qpyr.storage import ObjectStore
-    from qpyr.store import open_store
-    from qpyr.writer import PackOptions, run_pack
+    from qpyr.io.storage import ObjectStore
+    from qpyr.policies import parse_policy
+    from qpyr.read.store import open_store
+    from qpyr.write.writer import PackOptions, run_pack
 
     pairs = [(nm, np.moveaxis(a, 0, -1)) for nm, a in zip(names, arrays, strict=True)]
     url, qurl = memory_url(), memory_url()

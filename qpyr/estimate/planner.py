@@ -54,9 +54,9 @@ class Planner:
     """
 
     def __init__(self, spec: str, packed: Packed, sample_geoms: Sequence[Geom]):
-        from qpyr.encoding import Encoding
-        from qpyr.policy import parse_policy
-        from qpyr.writer import DEFAULT_SLOTS_PER_TASK
+        from qpyr.codecs.encoding import Encoding
+        from qpyr.policies import parse_policy
+        from qpyr.write.writer import DEFAULT_SLOTS_PER_TASK
 
         self.policy = parse_policy(spec)
         self.spt = DEFAULT_SLOTS_PER_TASK
@@ -92,7 +92,7 @@ class Planner:
         hit = self._cache.get(key)
         if hit is not None:
             return hit
-        from qpyr.layout import BucketSpec, size_class
+        from qpyr.format.layout import BucketSpec, size_class
 
         shapes = level_shapes(g.height, g.width)
         src = np.dtype(g.dtype)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from qpyr.errors import InputError, InputNotFoundError
-from qpyr.inputs import DEFAULT_PIXEL_LIMIT, InputRef
+from qpyr.io.inputs import DEFAULT_PIXEL_LIMIT, InputRef
 
 __all__ = ["Geom", "level_shapes", "probe"]
 
@@ -89,7 +89,7 @@ def probe(ref: InputRef, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> Geom:
     """Channels, size, dtype and file size of one input, from its header (no decode)."""
     src = ref.source
     if not isinstance(src, str):
-        from qpyr.inputs import check_array
+        from qpyr.io.inputs import check_array
 
         a = check_array(np.asarray(src), f"array {ref.name!r}", pixel_limit=pixel_limit, nonfinite="replace")
         return Geom(int(a.shape[0]), int(a.shape[1]), int(a.shape[2]), a.dtype.name, None)
@@ -115,6 +115,6 @@ def probe(ref: InputRef, pixel_limit: int = DEFAULT_PIXEL_LIMIT) -> Geom:
 
 def level_shapes(h: int, w: int) -> list[tuple[int, int]]:
     """(height, width) of every level of the pyramid :func:`qpyr.pack` builds by default."""
-    from qpyr.pyramid import DEFAULT_MIN_SIDE, default_levels, level_shape
+    from qpyr.io.pyramid import DEFAULT_MIN_SIDE, default_levels, level_shape
 
     return [level_shape(h, w, li) for li in range(default_levels(h, w, DEFAULT_MIN_SIDE))]

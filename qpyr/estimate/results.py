@@ -162,7 +162,7 @@ class EstimateResult:
             if p.policy == name:
                 return p
         try:
-            from qpyr.policy import parse_policy
+            from qpyr.policies import parse_policy
 
             canon = parse_policy(name).spec
         except QpyrError:

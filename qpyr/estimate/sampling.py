@@ -7,7 +7,7 @@ import math
 import random
 from collections.abc import Iterable, Sequence
 
-from qpyr.inputs import InputRef
+from qpyr.io.inputs import InputRef
 
 __all__ = ["reservoir", "stratified_choice"]
 

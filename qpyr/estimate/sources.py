@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from qpyr.errors import InputNotFoundError, QpyrError
-from qpyr.inputs import FileList
+from qpyr.io.inputs import FileList
 
 __all__ = ["LIST_SUFFIXES", "describe_source", "expand_sources", "is_store", "open_local_list", "read_list"]
 
@@ -104,8 +104,8 @@ def is_store(url: str, storage_options: dict[str, Any] | None = None) -> bool:
     url = os.fspath(url)
     if "://" not in url and not os.path.isdir(url):
         return False
-    from qpyr.format import MANIFEST_KEY
-    from qpyr.storage import ObjectStore
+    from qpyr.format.manifest import MANIFEST_KEY
+    from qpyr.io.storage import ObjectStore
 
     try:
         ostore = ObjectStore(url, storage_options)

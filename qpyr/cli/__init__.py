@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import QpyrError
+from qpyr.errors import QpyrError
 
 __all__ = ["main", "console_main"]
 
@@ -48,11 +48,11 @@ def _progress(args: argparse.Namespace) -> bool:
 
 
 def _cmd_pack(args: argparse.Namespace) -> int:
-    from . import pack
+    from qpyr import pack
 
     inputs: list[Any] = list(args.inputs)
     if args.from_list:  # streamed while packing, entries named by their paths (spec/scale.md §1)
-        from .inputs import FileList
+        from qpyr.io.inputs import FileList
 
         inputs.append(FileList(args.from_list))
     if not inputs:
@@ -83,20 +83,20 @@ def _cmd_pack(args: argparse.Namespace) -> int:
         if cluster is not None:
             cluster.close()
     if not args.quiet:
-        from .report import info_dict, render_info
+        from qpyr.ops.info import info_dict, render_info
 
         print(render_info(info_dict(store)))
     return 0
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from . import open as qopen
+    from qpyr import open as qopen
 
     return qopen(args.store, storage_options=_storage_options(args.storage_option))
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .report import info_dict, render_info
+    from qpyr.ops.info import info_dict, render_info
 
     d = info_dict(_open(args), items=True if args.items else None)
     print(json.dumps(d, indent=2) if args.json else render_info(d))
@@ -104,7 +104,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from .verify import verify
+    from qpyr.ops.verify import verify
 
     store = _open(args)
     rep = verify(store, decode=args.decode)
@@ -117,7 +117,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_unpack(args: argparse.Namespace) -> int:
-    from .export import unpack
+    from qpyr.ops.unpack import unpack
 
     store = _open(args)
     bar = None
@@ -138,9 +138,9 @@ def _cmd_unpack(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Pack scikit-image's sample photos (real photos shipped in the package) and print info."""
-    from . import pack
-    from .report import info_dict, render_info
-    from .samples import SAMPLE_PHOTOS, sample_photo
+    from qpyr import pack
+    from qpyr.ops.info import info_dict, render_info
+    from qpyr.samples import SAMPLE_PHOTOS, sample_photo
 
     photos = {f"{name}.png": sample_photo(name) for name in SAMPLE_PHOTOS}
     store = pack(photos, args.output, policy=args.policy, overwrite=True, progress=_progress(args),
@@ -150,11 +150,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .inputs import DEFAULT_PIXEL_LIMIT
-    from .policy import DEFAULT_POLICY, POLICIES
+    from qpyr.io.inputs import DEFAULT_PIXEL_LIMIT
+    from qpyr.policies import DEFAULT_POLICY, POLICIES
 
     p = argparse.ArgumentParser(prog="qpyr", description="Quantized image pyramids on Zarr v3.")
-    from ._version import __version__
+    from qpyr._version import __version__
 
     p.add_argument("--version", action="version", version=f"qpyr {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
@@ -216,10 +216,10 @@ def _parser() -> argparse.ArgumentParser:
     common(sp)
     sp.set_defaults(func=_cmd_demo)
 
-    from .estimate import cli as est_cli
+    from qpyr.cli import estimate as est_cli
 
     est_cli.add_parser(sub)
-    from . import plan_cli
+    from qpyr.cli import plan as plan_cli
 
     plan_cli.add_parser(sub)
     return p

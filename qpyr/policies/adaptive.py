@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from .content import level_measures
-from .encoding import Encoding
-from .errors import PolicyError
+from qpyr.codecs.encoding import Encoding
+from qpyr.errors import PolicyError
+from qpyr.policies.content import level_measures
 
 __all__ = ["AdaptivePolicy", "KEYS"]
 
@@ -68,7 +68,7 @@ class AdaptivePolicy:
         return max(te, th), m
 
     def plan(self, levels: list[np.ndarray], source_dtype: np.dtype[Any]) -> list[Encoding]:
-        from .policy import dct_encoding, lossless_encoding
+        from qpyr.policies import dct_encoding, lossless_encoding
 
         dt = np.dtype(source_dtype)
         out = []
@@ -88,7 +88,7 @@ class AdaptivePolicy:
 
 
 def parse(params: dict[str, str]) -> AdaptivePolicy:
-    from .policy import _check_keys, _parse_float, _parse_int
+    from qpyr.policies import _check_keys, _parse_float, _parse_int
 
     _check_keys("adaptive", params, KEYS)
     d = AdaptivePolicy()

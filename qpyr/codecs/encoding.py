@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import BloscCodec, ChunkCodec, ZstdCodec, codec_from_dict
-from .errors import PolicyError
-from .quant import Quantizer, StoredType
+from qpyr.codecs import BloscCodec, ChunkCodec, ZstdCodec, codec_from_dict
+from qpyr.codecs.quant import Quantizer, StoredType
+from qpyr.errors import PolicyError
 
 __all__ = ["Encoding", "default_codec"]
 

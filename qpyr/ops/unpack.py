@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import InputError, ItemNotFoundError, StorageError
-from .quant import value_scale_for
-from .store import Store
+from qpyr.codecs.quant import value_scale_for
+from qpyr.errors import InputError, ItemNotFoundError, StorageError
+from qpyr.read.store import Store
 
 __all__ = ["FORMATS", "safe_relpath", "to_source_array", "unpack"]
 

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .codecs import is_lossy
-from .encoding import Encoding
-from .layout import BucketSpec, size_class
-from .quant import pack_nibbles, value_scale_for
-from .shard import add_crc, strip_crc
+from qpyr.codecs import is_lossy
+from qpyr.codecs.encoding import Encoding
+from qpyr.codecs.quant import pack_nibbles, value_scale_for
+from qpyr.format.layout import BucketSpec, size_class
+from qpyr.format.shard import add_crc, strip_crc
 
 __all__ = ["EncodedLevel", "encode_level", "bucket_for", "measure"]
 
@@ -66,8 +66,8 @@ def measure(recon: torch.Tensor, level: np.ndarray, source_dtype: np.dtype[Any])
     Integer sources are compared in [0, 1] (peak 255 / 65535); float sources with
     ``data_range`` = the reference level's max - min (1 if constant).
     """
-    from .metrics import psnr, ssim
-    from .quant import normalize
+    from qpyr.codecs.quant import normalize
+    from qpyr.metrics import psnr, ssim
 
     vs = value_scale_for(source_dtype)
     ref = torch.from_numpy(normalize(level, source_dtype))
@@ -129,7 +129,7 @@ def encode_level(
     want_recon = quality or keep_recon
     recon_stored = np.empty_like(padded) if lossy and want_recon else None
     if tiled:
-        from .codecs.tiles import chunk_classes
+        from qpyr.codecs.tiles import chunk_classes
 
         tcodec: Any = enc.codec
         T = tcodec.tile
@@ -164,7 +164,7 @@ def encode_level(
         if q.is_lossless and not keep_recon:
             p, s = math.inf, 1.0
         else:
-            from .quant import StoredType, unpack_nibbles
+            from qpyr.codecs.quant import StoredType, unpack_nibbles
 
             src = (recon_stored if recon_stored is not None else padded)
             if spec.packed:
@@ -177,7 +177,7 @@ def encode_level(
             if lossy and recon.shape != level.shape:  # defensive: never compare misaligned arrays
                 raise ValueError(f"decoded level shape {tuple(recon.shape)} != {level.shape}")
             if tiled and coarser is not None:
-                from .codecs.tiles import fill_pruned
+                from qpyr.codecs.tiles import fill_pruned
 
                 recon = fill_pruned(recon, coarser)
             recon_t = recon

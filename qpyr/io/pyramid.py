@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from .errors import InputError
+from qpyr.errors import InputError
 
 __all__ = ["Filter", "DEFAULT_MIN_SIDE", "level_shape", "default_levels", "build_pyramid"]
 

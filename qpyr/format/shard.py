@@ -12,7 +12,7 @@ from __future__ import annotations
 import google_crc32c
 import numpy as np
 
-from .errors import ChecksumError, FormatError
+from qpyr.errors import ChecksumError, FormatError
 
 __all__ = ["MISSING", "crc32c", "add_crc", "strip_crc", "encode_shard", "index_nbytes", "parse_index"]
 

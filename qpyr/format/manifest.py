@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from ._version import FORMAT_VERSION
-from .errors import FormatError, UnsupportedVersionError
-from .layout import BucketSpec
-from .shard import add_crc, strip_crc
+from qpyr._version import FORMAT_VERSION
+from qpyr.errors import FormatError, UnsupportedVersionError
+from qpyr.format.layout import BucketSpec
+from qpyr.format.shard import add_crc, strip_crc
 
 __all__ = [
     "FORMAT_VERSION",
@@ -322,8 +322,8 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
     Unknown fields fail unless listed in ``optional`` (additive minor versions list the
     fields an older reader may ignore).
     """
-    from .encoding import Encoding  # local: encoding -> codecs -> ... must not import format first
-    from .errors import QpyrError
+    from qpyr.codecs.encoding import Encoding  # local: encoding -> codecs -> ... must not import format first
+    from qpyr.errors import QpyrError
 
     if not isinstance(m, dict):
         raise FormatError(f"{where}: manifest is not a JSON object.")
@@ -404,7 +404,7 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
         raise FormatError(f"{where}.catalog.dtypes: expected exactly {DTYPE_CODES} in format 1.x.")
     _validate_level_summary(m, encs, where)
     if "plan" in m:  # optional (format 1.1, issue #7): what the policy decided
-        from .plan import validate_plan
+        from qpyr.format.plan import validate_plan
 
         validate_plan(m["plan"], where)
     if catalog_nbytes(m) > LIMITS["max_catalog_bytes"]:

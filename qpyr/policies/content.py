@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .quant import normalize
+from qpyr.codecs.quant import normalize
 
 __all__ = ["EDGE_T", "gray", "gradient", "edge_density", "texture_entropy", "level_measures", "tile_reduce"]
 

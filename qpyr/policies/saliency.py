@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .codecs.tiles import CLASSES, TilesChunkCodec
-from .content import gradient, gray, tile_reduce
-from .encode import EncodedLevel, encode_level
-from .encoding import Encoding
-from .errors import PolicyError
-from .quant import Quantizer, StoredType, normalize
+from qpyr.codecs.encoding import Encoding
+from qpyr.codecs.quant import Quantizer, StoredType, normalize
+from qpyr.codecs.tiles import CLASSES, TilesChunkCodec
+from qpyr.errors import PolicyError
+from qpyr.policies.content import gradient, gray, tile_reduce
+from qpyr.policies.encode import EncodedLevel, encode_level
 
 __all__ = ["SaliencyPolicy", "tile_scores", "classify", "fill_levels", "DEFAULT_THRESHOLDS"]
 
@@ -136,13 +136,13 @@ class SaliencyPolicy:
 
 
 def _zstd() -> Any:
-    from .codecs import ZstdCodec
+    from qpyr.codecs import ZstdCodec
 
     return ZstdCodec()
 
 
 def parse(params: dict[str, str]) -> SaliencyPolicy:
-    from .policy import _check_keys, _parse_bool, _parse_float, _parse_int
+    from qpyr.policies import _check_keys, _parse_bool, _parse_float, _parse_int
 
     _check_keys("saliency", params, KEYS)
     t = params.get("tile", "64")
@@ -171,7 +171,7 @@ def fill_levels(store: Any, item: int | str, out: dict[int, torch.Tensor], regio
                      reverse=True)
     if not pending:
         return out
-    from .codecs.tiles import fill_pruned
+    from qpyr.codecs.tiles import fill_pruned
 
     i = store._item(item)
     n = store.item_levels(i)

@@ -24,11 +24,11 @@ __all__ = ["plan_image", "add_parser"]
 
 
 def _load(src: Any, storage_options: dict[str, Any] | None = None) -> np.ndarray:
-    from .inputs import discover, load
+    from qpyr.io.inputs import discover, load
 
     refs = list(discover([src], storage_options=storage_options))
     if len(refs) != 1:
-        from .errors import InputError
+        from qpyr.errors import InputError
 
         raise InputError(f"Expected one image for qpyr plan. Got {len(refs)} from {src!r}.")
     return load(refs[0])
@@ -38,9 +38,9 @@ def plan_image(image: Any, policy: Any, *, previous: Any = None, levels: int | N
                frontier: bool = True, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The plan of ``policy`` for one image (a path/URL or ``[C, H, W]`` array) as a JSON-ready
     dict (see the module docstring). ``previous``: the previous frame (side information)."""
-    from .format import json_float
-    from .policy import parse_policy, plan_levels
-    from .pyramid import build_pyramid
+    from qpyr.format.manifest import json_float
+    from qpyr.io.pyramid import build_pyramid
+    from qpyr.policies import parse_policy, plan_levels
 
     arr = _load(image, storage_options) if isinstance(image, str) else np.asarray(image)
     lv = build_pyramid(arr, levels)
@@ -97,7 +97,7 @@ def render_plan(d: dict[str, Any]) -> str:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .cli import _storage_options
+    from qpyr.cli import _storage_options
 
     d = plan_image(args.image, args.policy, previous=args.previous, levels=args.levels,
                    storage_options=_storage_options(args.storage_option))

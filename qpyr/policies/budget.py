@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from .encode import EncodedLevel, encode_level
-from .encoding import Encoding, default_codec
-from .errors import PolicyError
-from .quant import Granularity, Quantizer, StoredType
+from qpyr.codecs.encoding import Encoding, default_codec
+from qpyr.codecs.quant import Granularity, Quantizer, StoredType
+from qpyr.errors import PolicyError
+from qpyr.policies.encode import EncodedLevel, encode_level
 
 __all__ = ["BudgetPolicy", "candidates", "pareto", "KEYS", "DCT_QUALITIES"]
 
@@ -37,7 +37,7 @@ DCT_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 85, 90, 95, 98)
 
 def candidates(level: np.ndarray, source_dtype: np.dtype[Any], qualities: tuple[int, ...] = DCT_QUALITIES) -> list[Encoding]:
     """The candidate encodings of one level (see the module docstring)."""
-    from .policy import dct_encoding, lossless_encoding
+    from qpyr.policies import dct_encoding, lossless_encoding
 
     dt = np.dtype(source_dtype)
     c, h, w = level.shape
@@ -146,7 +146,7 @@ class BudgetPolicy:
 
     def plan_encoded(self, levels: list[np.ndarray], source_dtype: np.dtype[Any], *, slots_per_task: int) -> list[EncodedLevel]:
         """As stored: DCT levels pooled into one bucket whatever their quality (``policy.pool_dct_quality``)."""
-        from .policy import pool_dct_quality
+        from qpyr.policies import pool_dct_quality
 
         return [pool_dct_quality(e) for e in self.choose(self.evaluate(levels, source_dtype, slots_per_task=slots_per_task))]
 
@@ -160,7 +160,7 @@ class BudgetPolicy:
 
 
 def parse(params: dict[str, str]) -> BudgetPolicy:
-    from .policy import _check_keys, _parse_float, _parse_int
+    from qpyr.policies import _check_keys, _parse_float, _parse_int
 
     _check_keys("budget", params, KEYS)
     if "bytes" not in params:

@@ -28,7 +28,7 @@ from typing import IO, Any, TypeVar
 
 import fsspec
 
-from .errors import StorageError
+from qpyr.errors import StorageError
 
 __all__ = ["ObjectStore", "is_url"]
 

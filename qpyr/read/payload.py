@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .quant import Granularity, Quantizer, StoredType, unpack_nibbles
+from qpyr.codecs.quant import Granularity, Quantizer, StoredType, unpack_nibbles
 
 __all__ = ["LevelPayload", "PayloadBatch", "StoredLevel", "decode_payloads", "split_codec", "torch_dtype"]
 
@@ -248,7 +248,7 @@ class LevelPayload:
         else:
             out = q.dequantize(t, p, value_scale=self.value_scale)
         if self.coarser is not None and out.is_floating_point() and bool(torch.isnan(out).any()):
-            from .codecs.tiles import fill_pruned  # what qpyr.saliency.fill_levels does for Store.read
+            from qpyr.codecs.tiles import fill_pruned  # what qpyr.saliency.fill_levels does for Store.read
 
             out = fill_pruned(out.to(torch.float32), self.coarser.decode(dev, torch.float32))
         return out.to(dtype)

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, InputNotFoundError, NonFiniteError, PixelLimitError
-from .storage import is_url
+from qpyr.errors import InputError, InputNotFoundError, NonFiniteError, PixelLimitError
+from qpyr.io.storage import is_url
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from . import format as fmt
-from .errors import QpyrError
-from .layout import BucketSpec
-from .shard import MISSING, crc32c, index_nbytes, parse_index
-from .store import Store
+from qpyr.errors import QpyrError
+from qpyr.format import manifest as fmt
+from qpyr.format.layout import BucketSpec
+from qpyr.format.shard import MISSING, crc32c, index_nbytes, parse_index
+from qpyr.read.store import Store
 
 __all__ = ["VerifyReport", "verify"]
 
@@ -70,7 +70,7 @@ class _Checker:
 
 
 def _expected_docs(b: dict[str, Any], encodings: dict[str, Any]) -> dict[str, Any]:
-    from .writer import _bucket_docs
+    from qpyr.write.writer import _bucket_docs
 
     return {k: json.loads(v) for k, v in _bucket_docs(b, b["slots"], encodings).items()}
 
@@ -147,7 +147,7 @@ def _newer_snapshot(store: Store) -> Store | None:
     The objects are checked against one listing of the store as it is: an open snapshot of an
     older generation would count the appended objects as unexpected.
     """
-    from .storage import ObjectStore
+    from qpyr.io.storage import ObjectStore
 
     try:
         # a fresh connection: the open store's cached file handles still see replaced objects

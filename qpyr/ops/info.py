@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .format import json_float
-from .store import Store
+from qpyr.format.manifest import json_float
+from qpyr.read.store import Store
 
 __all__ = ["info_dict", "render_info", "plan_view", "ITEMS_DETAIL_MAX"]
 
@@ -31,7 +31,7 @@ def info_dict(store: Store, *, items: bool | None = None) -> dict[str, Any]:
     labels: dict[str, str] = {}
     dtypes: dict[str, str] = {}
     for eid, e in m["encodings"].items():
-        from .encoding import Encoding
+        from qpyr.codecs.encoding import Encoding
 
         enc = Encoding.from_dict(e)
         labels[eid] = enc.label
@@ -43,7 +43,7 @@ def info_dict(store: Store, *, items: bool | None = None) -> dict[str, Any]:
         dts = {dtypes[e] for e in encs}
         dtype = dts.pop() if len(dts) == 1 else "mixed"
         if dtype == "source":
-            from .format import DTYPE_CODES
+            from qpyr.format.manifest import DTYPE_CODES
 
             tab = store._levels[ls["level"]]
             codes = {int(c) for c in store._sources[tab[:, 0] >= 0, 0]}
@@ -122,7 +122,7 @@ def _render_plan(p: dict[str, Any]) -> list[str]:
         lines.append(f"budget   {p['describe']['bytes']} B per image; largest item stored {p.get('max_item_bytes', 0)} B")
     tiles = [d for d in p.get("levels", []) if "tile_classes" in d]
     if tiles:
-        from .codecs.tiles import CLASSES
+        from qpyr.codecs.tiles import CLASSES
 
         hdr = f"{'level':>5} " + " ".join(f"{c:>13}" for c in CLASSES) + f" {'stored':>11} {'int8':>11} {'vs int8':>8}"
         lines += ["tile classes per level (count, %); bytes vs the same levels as uniform int8:", hdr, "-" * len(hdr)]

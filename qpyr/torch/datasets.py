@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from .collate import pad_batch
-from .errors import InputError
-from .payload import LevelPayload, PayloadBatch
-from .qat import fake_quantize
-from .store import Store, open_store
+from qpyr.errors import InputError
+from qpyr.read.payload import LevelPayload, PayloadBatch
+from qpyr.read.store import Store, open_store
+from qpyr.torch.collate import pad_batch
+from qpyr.torch.qat import fake_quantize
 
 __all__ = ["PyramidDataset", "StreamingPyramidDataset", "decode_batch", "fake_quantize"]
 

@@ -35,7 +35,7 @@ class _QpyrZarrCodec(ArrayBytesCodec):
         self._chunk_codec()  # validate now
 
     def _chunk_codec(self) -> Any:
-        from .codecs import codec_from_dict
+        from qpyr.codecs import codec_from_dict
 
         return codec_from_dict({"name": self.codec_name, "configuration": json.loads(self.config)})
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import PolicyError, RangeError
+from qpyr.errors import PolicyError, RangeError
 
 __all__ = [
     "normalize",

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .encoding import Encoding
+from qpyr.codecs.encoding import Encoding
 
 __all__ = ["fake_quantize", "round_trip"]
 
@@ -22,7 +22,7 @@ __all__ = ["fake_quantize", "round_trip"]
 def round_trip(x: torch.Tensor, encoding: Encoding, *, level: int = 0) -> torch.Tensor:
     """What storing ``x`` ``[C, H, W]`` (float, normalized units) with ``encoding`` and decoding
     it gives, float32 on ``x``'s device. No gradient."""
-    from .encode import encode_level
+    from qpyr.policies.encode import encode_level
 
     if x.dim() != 3:
         raise ValueError(f"Expected x of shape [C, H, W]. Got {tuple(x.shape)}.")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import FormatError
+from qpyr.errors import FormatError
 
 __all__ = ["accumulate", "merge", "build_plan", "validate_plan"]
 

@@ -92,3 +92,35 @@ class StorageError(QpyrError, OSError):
 
 class PriceTableError(QpyrError, ValueError):
     """A price table file is malformed; the message names the offending field."""
+
+
+class UnknownStorageClassError(PriceTableError):
+    """``PriceTable.get`` was asked for a provider:class the table does not list."""
+
+
+class BudgetError(QpyrError, ValueError):
+    """No level of an item fits the byte budget given to ``levels="auto"``."""
+
+
+class CatalogChunkMissingError(FormatError):
+    """A catalog chunk of the generation named by the root read is gone (maybe replaced by an
+    append that committed in between; the reader reads the root again)."""
+
+
+class _ParameterError(QpyrError, ValueError):
+    def __init__(self, parameter: str, problem: str) -> None:
+        super().__init__(f"{parameter}: {problem}")
+        self.parameter = parameter
+
+
+class EstimateInputError(_ParameterError):
+    """An argument of :func:`~qpyr.estimate.estimate` / :func:`~qpyr.estimate.estimate_store` is
+    invalid; ``parameter`` names it."""
+
+
+class CostInputError(_ParameterError):
+    """A cost input is negative, non-finite, of the wrong type or inconsistent.
+
+    ``parameter`` names the offending input (e.g. ``"total_bytes"``).
+    """
+

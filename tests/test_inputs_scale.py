@@ -198,7 +198,7 @@ def test_bool_inputs_normalize_to_0_and_1(tmp_path):
     assert 0.0 < float(lv[1][0, 0, 8]) < 1.0  # 1 of 4 pixels
     from qpyr.format.manifest import DTYPE_CODES
 
-    assert DTYPE_CODES[int(st._sources[0, 0])] == "uint8"
+    assert DTYPE_CODES[int(st.catalog.sources[0, 0])] == "uint8"
 
 
 @pytest.mark.parametrize("dt", [np.int32, np.uint32, np.int64, np.uint64])

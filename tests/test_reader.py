@@ -62,7 +62,7 @@ def test_reading_a_level_fetches_at_most_its_stored_bytes(corpus_store):
     # one item: its chunk bytes, plus the shard index once
     st = qpyr.open(corpus_store)
     lv = st.item_info("coffee-3")["levels"][1]
-    b = st._buckets[int(st._levels[1][st._item("coffee-3"), 0])]
+    b = st._buckets[int(st.catalog.levels[1][st.item_index("coffee-3"), 0])]
     st.reset_io_stats()
     st.read("coffee-3", 1)
     assert st.io_stats() == {"bytes_read": pytest.approx(lv["stored_bytes"] - 16 + b.index_nbytes, abs=0),
@@ -121,7 +121,7 @@ def test_region_reads_match_full_reads_and_touch_only_their_tiles(tmp_path, big_
         y0, x0, y1, x1 = region[0] >> li, region[1] >> li, -(-region[2] // 2**li), -(-region[3] // 2**li)
         assert torch.equal(t, full[li][:, y0:y1, x0:x1]), (policy, li)
     # level 0 is tiled (256 px): the region intersects tile rows 0-1 and tile columns 1-2
-    b0 = st._buckets[int(st._levels[0][0, 0])]
+    b0 = st._buckets[int(st.catalog.levels[0][0, 0])]
     assert (b0.th, b0.tw) == (256, 256)
     st2 = qpyr.open(url)
     st2.reset_io_stats()

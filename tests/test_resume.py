@@ -259,7 +259,7 @@ def test_open_rereads_a_root_replaced_while_it_read_the_catalog(tmp_path):
     """The generation race: a reader reads root g, an append commits g + 1 and removes g's
     catalog before the reader fetches it; the reader notices the new root and reads that."""
     from qpyr.io.storage import ObjectStore
-    from qpyr.read.store import Store
+    from qpyr.read.store import Store, open_store
 
     url = tmp_path / "s.qpyr"
     rng = np.random.default_rng(1)
@@ -275,7 +275,7 @@ def test_open_rereads_a_root_replaced_while_it_read_the_catalog(tmp_path):
 
     Store._read_root = staticmethod(first_stale)  # type: ignore[method-assign]
     try:
-        st = Store._open(ObjectStore(str(url)))
+        st = open_store(ObjectStore(str(url)))
     finally:
         Store._read_root = staticmethod(real)  # type: ignore[method-assign]
     assert len(calls) == 2 and len(st) == 5 and st.manifest["generation"] == 2

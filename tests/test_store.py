@@ -98,7 +98,7 @@ def test_corpus_of_1000_mixed_size_images_has_few_objects(tmp_path):
               for i in range(n)}
     store = qpyr.pack(inputs, str(tmp_path / "c.qpyr"), policy="int8", levels=2)
     assert len(store) == n
-    objs = store._os.list_sizes()
+    objs = store.object_store.list_sizes()
     for li in range(2):
         shards = [k for k in objs if k.startswith(f"levels/{li}/") and "/data/c/" in k]
         # about N / items-per-shard (+ one partial shard per bucket and task), never N
@@ -121,7 +121,7 @@ def test_reading_one_item_level_touches_only_its_chunks(tmp_path, small_photos):
     item_bytes = info["levels"][1]["stored_bytes"]
     # one shard-index read (cached afterwards) + one coalesced range for the chunks + params
     assert st["requests"] <= 3
-    b = store._buckets[int(store._levels[1][store._item(name), 0])]
+    b = store._buckets[int(store.catalog.levels[1][store.item_index(name), 0])]
     assert st["bytes_read"] <= item_bytes + 16 * b.spec.n_inner + 4 + 4 * 2 * b.spec.items_per_shard + 256
     store.reset_io_stats()
     store.read(name, [1])

@@ -49,7 +49,7 @@ def store_url(_packed, tmp_path) -> str:
 def _chunk(url: str, name: str, level: int, ty: int = 0, tx: int = 0) -> tuple[Path, int, int]:
     st = qpyr.open(url)
     i = st.names.index(name)
-    bi, slot = (int(x) for x in st._levels[level][i, :2])
+    bi, slot = (int(x) for x in st.catalog.levels[level][i, :2])
     spec = BucketSpec.from_dict(st.manifest["buckets"][bi])
     key, inner = spec.chunk_location(slot, ty, tx)
     p = Path(url) / spec.path / "data" / key

@@ -179,7 +179,7 @@ def ratio(rates: dict[str, list[float]], a: str, b: str) -> tuple[float, float, 
 # ---------------------------------------------------------------------------------- bytes
 def level_bytes_check(store: qpyr.Store, level: int) -> tuple[int, int, int]:
     """(bytes fetched to read ``level`` of every item, that level's stored bytes, requests)."""
-    st = qpyr.open(store.url, storage_options=getattr(store._os, "storage_options", None) or None)
+    st = qpyr.open(store.url, storage_options=getattr(store.object_store, "storage_options", None) or None)
     st.reset_io_stats()
     for i in range(len(st)):
         st.fetch(i, [level])

@@ -14,33 +14,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from qpyr.errors import QpyrError
+from qpyr.io.storage import parse_storage_options
 
 __all__ = ["main", "console_main"]
 
 
 
-def _storage_options(pairs: Sequence[str] | None) -> dict[str, Any] | None:
-    if not pairs:
-        return None
-    out: dict[str, Any] = {}
-    for p in pairs:
-        k, eq, v = p.partition("=")
-        if not eq or not k:
-            raise QpyrError(f"Expected --storage-option KEY=VALUE. Got {p!r}.")
-        val: Any = v
-        if v.lower() in ("true", "false"):
-            val = v.lower() == "true"
-        elif v.startswith("{"):
-            try:
-                val = json.loads(v)
-            except ValueError:
-                pass
-        if "." in k:  # client_kwargs.endpoint_url=... → nested dict
-            head, _, tail = k.partition(".")
-            out.setdefault(head, {})[tail] = val
-        else:
-            out[k] = val
-    return out
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -72,7 +51,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
     try:
         store = pack(
             inputs, args.output, policy=args.policy, levels=args.levels, filter=args.filter,
-            min_side=args.min_side, storage_options=_storage_options(args.storage_option),
+            min_side=args.min_side, storage_options=parse_storage_options(args.storage_option),
             overwrite=args.overwrite, append=args.append, pixel_limit=args.max_pixels,
             nonfinite=args.nonfinite, progress=_progress(args), client=client,
             min_ssim=args.min_ssim, min_psnr=args.min_psnr,
@@ -92,7 +71,7 @@ def _cmd_pack(args: argparse.Namespace) -> int:
 def _open(args: argparse.Namespace) -> Any:
     from qpyr import open as qopen
 
-    return qopen(args.store, storage_options=_storage_options(args.storage_option))
+    return qopen(args.store, storage_options=parse_storage_options(args.storage_option))
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -144,7 +123,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     photos = {f"{name}.png": sample_photo(name) for name in SAMPLE_PHOTOS}
     store = pack(photos, args.output, policy=args.policy, overwrite=True, progress=_progress(args),
-                 storage_options=_storage_options(args.storage_option))
+                 storage_options=parse_storage_options(args.storage_option))
     print(render_info(info_dict(store)))
     return 0
 

@@ -84,14 +84,14 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``qpyr estimate`` for parsed ``args``; print the table (or JSON); return the exit code."""
-    from qpyr.cli import _storage_options  # the one KEY=VALUE parser of every command
     from qpyr.estimate import render
     from qpyr.estimate.estimator import estimate
     from qpyr.estimate.existing import estimate_store
     from qpyr.estimate.sources import is_store
+    from qpyr.io.storage import parse_storage_options
 
     try:
-        so = _storage_options(args.storage_option)
+        so = parse_storage_options(args.storage_option)
         common: dict[str, Any] = dict(
             providers=args.provider, months=args.months, reads_per_month=args.reads_per_month,
             read_levels=args.read_level, egress_fraction=args.egress_fraction, prices=args.prices,

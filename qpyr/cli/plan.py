@@ -97,10 +97,10 @@ def render_plan(d: dict[str, Any]) -> str:
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from qpyr.cli import _storage_options
+    from qpyr.io.storage import parse_storage_options
 
     d = plan_image(args.image, args.policy, previous=args.previous, levels=args.levels,
-                   storage_options=_storage_options(args.storage_option))
+                   storage_options=parse_storage_options(args.storage_option))
     print(json.dumps(d, indent=2) if args.json else render_plan(d))
     return 0
 

@@ -18,7 +18,7 @@ import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from qpyr.errors import QpyrError
+from qpyr.errors import CostInputError
 from qpyr.estimate.prices import PriceTable, StorageClass
 
 __all__ = [
@@ -37,17 +37,6 @@ __all__ = [
 BYTES_PER_GB = 1_000_000_000
 DAYS_PER_MONTH = 365 / 12
 _SUM_RTOL = 1e-9  # relative tolerance when sizes must add up to total_bytes
-
-
-class CostInputError(QpyrError, ValueError):
-    """A cost input is negative, non-finite, of the wrong type or inconsistent.
-
-    ``parameter`` names the offending input (e.g. ``"total_bytes"``).
-    """
-
-    def __init__(self, parameter: str, problem: str) -> None:
-        super().__init__(f"{parameter}: {problem}")
-        self.parameter = parameter
 
 
 def _number(name: str, value: object, *, upper: float | None = None) -> float:

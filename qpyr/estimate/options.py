@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from qpyr.errors import QpyrError
+from qpyr.errors import EstimateInputError
 
 __all__ = [
     "CONFIDENCE",
@@ -39,15 +39,6 @@ DEFAULT_PROVIDERS = (
     "cloudflare-r2:standard",
     "backblaze-b2:standard",
 )
-
-
-class EstimateInputError(QpyrError, ValueError):
-    """An argument of :func:`~qpyr.estimate.estimate` / :func:`~qpyr.estimate.estimate_store` is
-    invalid; ``parameter`` names it."""
-
-    def __init__(self, parameter: str, problem: str) -> None:
-        super().__init__(f"{parameter}: {problem}")
-        self.parameter = parameter
 
 
 def check_int(name: str, value: object, lo: int) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 import jsonschema
 
-from qpyr.errors import PriceTableError
+from qpyr.errors import PriceTableError, UnknownStorageClassError
 
 __all__ = [
     "PriceTable",
@@ -53,10 +53,6 @@ _NUMERIC_FIELDS = (
     "overhead_standard_per_gb_month",
     "min_storage_days",
 )
-
-
-class UnknownStorageClassError(PriceTableError):
-    """``PriceTable.get`` was asked for a provider:class the table does not list."""
 
 
 @dataclass(frozen=True)

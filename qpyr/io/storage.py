@@ -17,6 +17,7 @@ child process (async filesystems are not fork-safe, fsspec#835) and is never pic
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import threading
@@ -28,7 +29,7 @@ from typing import IO, Any, TypeVar
 
 import fsspec
 
-from qpyr.errors import StorageError
+from qpyr.errors import InputError, StorageError
 
 __all__ = ["ObjectStore", "is_url"]
 
@@ -416,3 +417,32 @@ class ObjectStore:
             return
         for k in list(self.list_sizes()):
             self.delete(k)
+
+
+def parse_storage_options(pairs: Sequence[str] | None) -> dict[str, Any] | None:
+    """fsspec storage options from ``KEY=VALUE`` strings (the CLI's ``--storage-option``).
+
+    ``true``/``false`` become booleans, ``{...}`` values JSON objects, and a dotted key
+    (``client_kwargs.endpoint_url=...``) a nested dict. ``None`` when there are no pairs.
+    """
+    if not pairs:
+        return None
+    out: dict[str, Any] = {}
+    for p in pairs:
+        k, eq, v = p.partition("=")
+        if not eq or not k:
+            raise InputError(f"Expected --storage-option KEY=VALUE. Got {p!r}.")
+        val: Any = v
+        if v.lower() in ("true", "false"):
+            val = v.lower() == "true"
+        elif v.startswith("{"):
+            try:
+                val = json.loads(v)
+            except ValueError:
+                pass
+        if "." in k:  # client_kwargs.endpoint_url=... → nested dict
+            head, _, tail = k.partition(".")
+            out.setdefault(head, {})[tail] = val
+        else:
+            out[k] = val
+    return out

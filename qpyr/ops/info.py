@@ -45,8 +45,8 @@ def info_dict(store: Store, *, items: bool | None = None) -> dict[str, Any]:
         if dtype == "source":
             from qpyr.format.manifest import DTYPE_CODES
 
-            tab = store._levels[ls["level"]]
-            codes = {int(c) for c in store._sources[tab[:, 0] >= 0, 0]}
+            tab = store.catalog.levels[ls["level"]]
+            codes = {int(c) for c in store.catalog.sources[tab[:, 0] >= 0, 0]}
             dtype = DTYPE_CODES[codes.pop()] if len(codes) == 1 else "mixed"
         fp32_total += ls["fp32_bytes"]
         uint8_total += ls["uint8_bytes"]

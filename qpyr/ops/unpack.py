@@ -122,7 +122,7 @@ def unpack(
         raise InputError(f"Expected --format one of {', '.join(FORMATS)}. Got {fmt!r}.")
     names = list(items) if items else store.names
     for n in names:
-        store._item(n)  # fail early on unknown names
+        store.item_index(n)  # fail early on unknown names
     root = os.path.realpath(out_dir)
     os.makedirs(root, exist_ok=True)
     written: list[str] = []
@@ -141,7 +141,7 @@ def unpack(
         rel = safe_relpath(name)
         stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
         if stem.lower() in used:  # two names sanitized to the same path: keep both
-            base, j = f"{stem}~{store._item(name)}", 0
+            base, j = f"{stem}~{store.item_index(name)}", 0
             stem = base
             while stem.lower() in used:
                 j += 1

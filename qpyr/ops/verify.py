@@ -19,7 +19,7 @@ from qpyr.errors import QpyrError
 from qpyr.format import manifest as fmt
 from qpyr.format.layout import BucketSpec
 from qpyr.format.shard import MISSING, crc32c, index_nbytes, parse_index
-from qpyr.read.store import Store
+from qpyr.read.store import Store, open_store
 
 __all__ = ["VerifyReport", "verify"]
 
@@ -57,7 +57,7 @@ class _Checker:
 
     def names(self, idx: Any) -> str:
         idx = [int(i) for i in idx]
-        shown = ", ".join(repr(self.st._names[i]) for i in idx[:_SHOW])
+        shown = ", ".join(repr(self.st.catalog.names[i]) for i in idx[:_SHOW])
         return shown + (f" and {len(idx) - _SHOW} more" if len(idx) > _SHOW else "")
 
     def problem(self, msg: str, items: Any = ()) -> None:
@@ -66,13 +66,13 @@ class _Checker:
             self._bad.add(int(i))
 
     def finish(self) -> None:
-        self.rep.corrupt = [self.st._names[i] for i in sorted(self._bad)]
+        self.rep.corrupt = [self.st.catalog.names[i] for i in sorted(self._bad)]
 
 
 def _expected_docs(b: dict[str, Any], encodings: dict[str, Any]) -> dict[str, Any]:
-    from qpyr.write.writer import _bucket_docs
+    from qpyr.write.writer import bucket_docs
 
-    return {k: json.loads(v) for k, v in _bucket_docs(b, b["slots"], encodings).items()}
+    return {k: json.loads(v) for k, v in bucket_docs(b, b["slots"], encodings).items()}
 
 
 def verify(store: Store, *, decode: bool = False, on_progress: Callable[[int], None] | None = None) -> VerifyReport:
@@ -95,14 +95,14 @@ def verify(store: Store, *, decode: bool = False, on_progress: Callable[[int], N
         rep.warnings.append(f"the store was appended to after it was opened (generation {old_gen}); verified the "
                             f"current snapshot, generation {store.manifest['generation']}")
     ck = _Checker(store, rep)
-    os_ = store._os
+    os_ = store.object_store
     m = store.manifest
     busy = os_.exists(".qpyr/pack.json")
     if busy:
         rep.warnings.append("the store holds an unfinished pack or append (.qpyr/pack.json); objects it has written "
                             "so far are not part of this snapshot and are not checked")
     for li in range(m["levels"]):
-        n_level = int((store._levels[li][:, 0] >= 0).sum())
+        n_level = int((store.catalog.levels[li][:, 0] >= 0).sum())
         expect = m["level_summary"][li]["items"]
         if expect != n_level:
             ck.problem(f"level {li}: manifest says {expect} items, catalog holds {n_level}")
@@ -151,11 +151,11 @@ def _newer_snapshot(store: Store) -> Store | None:
 
     try:
         # a fresh connection: the open store's cached file handles still see replaced objects
-        os_ = ObjectStore(store._os.url, store._os.storage_options)
+        os_ = ObjectStore(store.object_store.url, store.object_store.storage_options)
         m = Store._manifest(os_, Store._read_root(os_))
         if m["generation"] == store.manifest["generation"]:
             return None
-        return Store._open(os_)
+        return open_store(os_)
     except QpyrError:  # no (readable) root now: verify the snapshot, which reports what is missing
         return None
 
@@ -163,7 +163,7 @@ def _newer_snapshot(store: Store) -> Store | None:
 def _check_bucket(ck: _Checker, bi: int, bd: dict[str, Any], objects: dict[str, int], busy: bool,
                   on_progress: Callable[[int], None] | None) -> None:
     st = ck.st
-    os_ = st._os
+    os_ = st.object_store
     m = st.manifest
     spec = BucketSpec.from_dict(bd)
     path = spec.path
@@ -186,7 +186,7 @@ def _check_bucket(ck: _Checker, bi: int, bd: dict[str, Any], objects: dict[str, 
         if doc != want:
             ck.problem(f"bucket {path}: {key[len(path) + 1:]} disagrees with the manifest")
     # the bucket's items, by slot
-    tab = st._levels[spec.level]
+    tab = st.catalog.levels[spec.level]
     items = np.nonzero(tab[:, 0] == bi)[0]
     order = np.argsort(tab[items, 1], kind="stable")
     items = items[order]
@@ -194,7 +194,7 @@ def _check_bucket(ck: _Checker, bi: int, bd: dict[str, Any], objects: dict[str, 
     hw = tab[items, 2:4]
     dup = np.nonzero(slots[1:] == slots[:-1])[0]
     for j in dup:
-        ck.problem(f"items {st._names[int(items[j])]!r} and {st._names[int(items[j + 1])]!r} share slot "
+        ck.problem(f"items {st.catalog.names[int(items[j])]!r} and {st.catalog.names[int(items[j + 1])]!r} share slot "
                    f"{int(slots[j])} of {path}", [items[j], items[j + 1]])
     k, ny, nx = spec.chunks_per_shard
     th, tw = spec.chunk_hw
@@ -255,7 +255,7 @@ def _check_bucket(ck: _Checker, bi: int, bd: dict[str, Any], objects: dict[str, 
 def _check_shard(ck: _Checker, key: str, n_inner: int, k: int, r: int, need: dict[int, tuple[int, int, int]],
                  row_items: np.ndarray, what: str) -> None:
     st, rep = ck.st, ck.rep
-    data = st._os.read(key)
+    data = st.object_store.read(key)
     rep.shards += 1
     try:
         idx = parse_index(data[-index_nbytes(n_inner):], n_inner, len(data), key)
@@ -272,12 +272,12 @@ def _check_shard(ck: _Checker, key: str, n_inner: int, k: int, r: int, need: dic
             owner = need.get(inner)
             if owner is not None:
                 i, ty, tx = owner
-                ck.problem(f"item {st._names[i]!r} {what}: chunk ({ty}, {tx}) in {key} fails its crc32c checksum", [i])
+                ck.problem(f"item {st.catalog.names[i]!r} {what}: chunk ({ty}, {tx}) in {key} fails its crc32c checksum", [i])
             else:
                 ck.problem(f"{key}: chunk {inner} (slot {r * k + inner // max(1, n_inner // k)}, no item) fails its crc32c checksum")
     for inner, (i, ty, tx) in need.items():
         if idx[inner, 0] == MISSING:
-            ck.problem(f"item {st._names[i]!r} {what}: chunk ({ty}, {tx}) is missing from {key}", [i])
+            ck.problem(f"item {st.catalog.names[i]!r} {what}: chunk ({ty}, {tx}) is missing from {key}", [i])
 
 
 def _decode_all(ck: _Checker) -> None:
@@ -285,7 +285,7 @@ def _decode_all(ck: _Checker) -> None:
     a batch that fails is decoded item by item to name the culprits."""
     st = ck.st
     batch_read = getattr(st, "read_batch", None)
-    for li, tab in enumerate(st._levels):
+    for li, tab in enumerate(st.catalog.levels):
         present = np.nonzero(tab[:, 0] >= 0)[0]
         order = np.lexsort((tab[present, 1], tab[present, 0]))
         todo = present[order].tolist()
@@ -301,4 +301,4 @@ def _decode_all(ck: _Checker) -> None:
                 try:
                     st.read(i, [li])
                 except QpyrError as e:
-                    ck.problem(f"item {st._names[i]!r} level {li}: does not decode ({e})", [i])
+                    ck.problem(f"item {st.catalog.names[i]!r} level {li}: does not decode ({e})", [i])

@@ -173,7 +173,7 @@ def fill_levels(store: Any, item: int | str, out: dict[int, torch.Tensor], regio
         return out
     from qpyr.codecs.tiles import fill_pruned
 
-    i = store._item(item)
+    i = store.item_index(item)
     n = store.item_levels(i)
     full_cache: dict[int, torch.Tensor] = {}
 

@@ -77,7 +77,7 @@ def _takes_dtype(codec: Any) -> bool:
     return _TAKES_DTYPE[t]
 
 
-def _reconstruct_tile(codec: Any, co: Any, dev: torch.device, sdt: torch.dtype) -> torch.Tensor:
+def reconstruct_tile(codec: Any, co: Any, dev: torch.device, sdt: torch.dtype) -> torch.Tensor:
     """A split codec's reconstruction of one chunk, as stored samples of dtype ``sdt``."""
     if _takes_dtype(codec):
         return codec.reconstruct(co, dev, sdt)  # the codec rounds exactly as its decode() does
@@ -206,10 +206,10 @@ class LevelPayload:
     def _reconstruct(self, dev: torch.device) -> torch.Tensor:
         sdt = torch_dtype(np.dtype(self.stored_dtype))
         if len(self.tiles) == 1 and self.tiles[0][:2] == (0, 0):
-            return _reconstruct_tile(self.codec, self.tiles[0][2], dev, sdt)[:, :self.height, :self.width]
+            return reconstruct_tile(self.codec, self.tiles[0][2], dev, sdt)[:, :self.height, :self.width]
         t = torch.empty((self.channels, self.height, self.width), dtype=sdt, device=dev)
         for y, x, co in self.tiles:
-            r = _reconstruct_tile(self.codec, co, dev, sdt)
+            r = reconstruct_tile(self.codec, co, dev, sdt)
             ys, xs = max(0, -y), max(0, -x)
             ye, xe = min(r.shape[1], self.height - y), min(r.shape[2], self.width - x)
             t[:, y + ys:y + ye, x + xs:x + xe] = r[:, ys:ye, xs:xe]

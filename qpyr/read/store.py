@@ -30,12 +30,22 @@ import torch
 from qpyr.codecs import BloscCodec, ZstdCodec
 from qpyr.codecs.encoding import Encoding
 from qpyr.codecs.quant import Granularity, value_scale_for
-from qpyr.errors import ChecksumError, FormatError, IncompleteStoreError, InputError, ItemNotFoundError, QpyrError
+from qpyr.errors import (
+    BudgetError,
+    CatalogChunkMissingError,
+    ChecksumError,
+    FormatError,
+    IncompleteStoreError,
+    InputError,
+    ItemNotFoundError,
+    QpyrError,
+)
 from qpyr.format import manifest as fmt
+from qpyr.format.catalog import Catalog
 from qpyr.format.layout import BucketSpec
 from qpyr.format.shard import crc32c, index_nbytes, parse_index
 from qpyr.io.storage import ObjectStore
-from qpyr.read.payload import LevelPayload, StoredLevel, _reconstruct_tile, decode_payloads, split_codec, torch_dtype
+from qpyr.read.payload import LevelPayload, StoredLevel, decode_payloads, reconstruct_tile, split_codec, torch_dtype
 
 _CPU = torch.device("cpu")
 
@@ -64,16 +74,8 @@ _crc_buffer = _buffer_crc()
 _VALUE_SCALES = [value_scale_for(np.dtype(n)) for n in fmt.DTYPE_CODES]
 
 
-class BudgetError(QpyrError, ValueError):
-    """No level of an item fits the byte budget given to ``levels="auto"``."""
-
-
 #: Times ``Store._open`` re-reads a root that changed under it (an append commit in between).
 _OPEN_TRIES = 4
-
-
-class _CatalogChunkMissing(FormatError):
-    """A catalog chunk of the generation named by the root read is gone (maybe replaced)."""
 
 
 #: An encoded chunk is at most this many times its raw size (+ 64 KiB): zstd and blosc add
@@ -121,15 +123,11 @@ class Store:
     ``store.read(...)`` decodes levels to tensors.
     """
 
-    def __init__(self, ostore: ObjectStore, manifest: dict[str, Any], catalog: dict[str, Any]):
+    def __init__(self, ostore: ObjectStore, manifest: dict[str, Any], catalog: Catalog):
         self._os = ostore
         self.manifest = manifest
         self.url = ostore.url
-        self._names: list[str] = catalog["names"]
-        self._index = {n: i for i, n in enumerate(self._names)}
-        self._sources: np.ndarray = catalog["sources"]
-        self._levels: list[np.ndarray] = catalog["levels"]
-        self._quality: list[np.ndarray] = catalog["quality"]
+        self.catalog = catalog
         self._encodings = {k: Encoding.from_dict(v) for k, v in manifest["encodings"].items()}
         self._buckets = [_Bucket(b, self._encodings[b["encoding"]]) for b in manifest["buckets"]]
         self._shard_index: OrderedDict[str, list[list[int]]] = OrderedDict()
@@ -147,7 +145,7 @@ class Store:
             m = cls._manifest(ostore, raw)
             try:
                 catalog = cls._read_catalog(ostore, m)
-            except _CatalogChunkMissing as e:
+            except CatalogChunkMissingError as e:
                 if attempt + 1 < _OPEN_TRIES and cls._root_changed(ostore, raw):
                     continue
                 raise FormatError(str(e)) from None
@@ -214,18 +212,18 @@ class Store:
         if sizes is not None:
             for k in keys:
                 if k not in sizes:
-                    raise _CatalogChunkMissing(f"{ostore.url}: catalog array {key} is missing chunk {k}.")
+                    raise CatalogChunkMissingError(f"{ostore.url}: catalog array {key} is missing chunk {k}.")
                 if sizes[k] > bound:
                     raise FormatError(f"{ostore.url}/{k}: chunk object of {sizes[k]} bytes is larger than any "
                                       f"encoding of its {raw} bytes.")
         try:
             chunks = ostore.read_many(keys)
         except FileNotFoundError as e:
-            raise _CatalogChunkMissing(f"{ostore.url}: catalog array {key} is missing chunk {e.args[0] if e.args else ''}.") from None
+            raise CatalogChunkMissingError(f"{ostore.url}: catalog array {key} is missing chunk {e.args[0] if e.args else ''}.") from None
         return fmt.decode_plain_array(chunks, rows, chunk_rows, tail, dt, f"{ostore.url}/{key}")
 
     @classmethod
-    def _read_catalog(cls, ostore: ObjectStore, m: dict[str, Any]) -> dict[str, Any]:
+    def _read_catalog(cls, ostore: ObjectStore, m: dict[str, Any]) -> Catalog:
         """Read and check the catalog of manifest ``m`` (at ``format.catalog_path(generation)``)."""
         n, cr = m["items"], m["catalog"]["chunk_rows"]
         nb = m["catalog"]["name_bytes"]
@@ -270,18 +268,18 @@ class Store:
                 raise FormatError(f"{where}: catalog level {li} does not fit its buckets (level, slot, extent or channels).")
             levels.append(tab)
             quality.append(cls._read_plain(ostore, f"{base}/quality_{li}", n, cr, (2,), np.float32, sizes))
-        return {"names": names, "sources": sources, "levels": levels, "quality": quality}
+        return Catalog(names, sources, levels, quality)
 
     # ------------------------------------------------------------------ catalog API
     def __len__(self) -> int:
-        return len(self._names)
+        return len(self.catalog.names)
 
     def __repr__(self) -> str:
         return f"Store({self.url!r}, items={len(self)}, levels={self.manifest['levels']})"
 
     @property
     def names(self) -> list[str]:
-        return list(self._names)
+        return list(self.catalog.names)
 
     @property
     def total_bytes(self) -> int:
@@ -294,42 +292,48 @@ class Store:
     def reset_io_stats(self) -> None:
         self._os.reset_io_stats()
 
-    def _item(self, item: int | str) -> int:
+    @property
+    def object_store(self) -> ObjectStore:
+        """The byte store the store's objects are read from."""
+        return self._os
+
+    def item_index(self, item: int | str) -> int:
+        """The item number of ``item`` (a name, or an index that may be negative)."""
         if isinstance(item, str):
-            if item not in self._index:
+            if item not in self.catalog.index:
                 raise ItemNotFoundError(f"No item named {item!r} in {self.url}.")
-            return self._index[item]
+            return self.catalog.index[item]
         i = int(item)
         if not -len(self) <= i < len(self):
             raise ItemNotFoundError(f"Item index {item} out of range (store has {len(self)} items).")
         return i % len(self)
 
     def item_levels(self, item: int | str) -> int:
-        return int(self._sources[self._item(item), 4])
+        return int(self.catalog.sources[self.item_index(item), 4])
 
     def item_info(self, item: int | str) -> dict[str, Any]:
         """Name, source dtype/shape and per-level shape/encoding/bytes/quality of one item."""
-        i = self._item(item)
-        code, c, h, w, nl = (int(x) for x in self._sources[i])
+        i = self.item_index(item)
+        code, c, h, w, nl = (int(x) for x in self.catalog.sources[i])
         levels = []
         for li in range(nl):
-            bi, slot, lh, lw, nbytes, dec = (int(x) for x in self._levels[li][i])
+            bi, slot, lh, lw, nbytes, dec = (int(x) for x in self.catalog.levels[li][i])
             b = self._buckets[bi]
-            p, s = (float(x) for x in self._quality[li][i])
+            p, s = (float(x) for x in self.catalog.quality[li][i])
             levels.append({
                 "level": li, "shape": [c, lh, lw], "dtype": b.enc.quantizer.dtype.value if not b.enc.quantizer.is_lossless else fmt.DTYPE_CODES[code],
                 "encoding": b.enc.label, "encoding_id": b.spec.encoding_id, "bucket": b.spec.path, "slot": slot,
                 "stored_bytes": nbytes, "psnr": p, "ssim": s, "decision": fmt.DECISIONS[dec],
             })
-        return {"name": self._names[i], "dtype": fmt.DTYPE_CODES[code], "shape": [c, h, w], "levels": levels}
+        return {"name": self.catalog.names[i], "dtype": fmt.DTYPE_CODES[code], "shape": [c, h, w], "levels": levels}
 
     # ------------------------------------------------------------------ level choice
     def level_shapes(self, level: int) -> np.ndarray:
         """``int64 [N, 2]`` of every item's ``(h, w)`` at ``level`` (-1 where an item has fewer
         levels), from the catalog: no I/O. For samplers that bucket by size or aspect ratio."""
-        if not 0 <= level < len(self._levels):
-            raise ItemNotFoundError(f"The store has levels 0..{len(self._levels) - 1}; level {level} was asked for.")
-        tab = self._levels[level]
+        if not 0 <= level < len(self.catalog.levels):
+            raise ItemNotFoundError(f"The store has levels 0..{len(self.catalog.levels) - 1}; level {level} was asked for.")
+        tab = self.catalog.levels[level]
         out = tab[:, 2:4].copy()
         out[tab[:, 0] < 0] = -1
         return out
@@ -338,9 +342,9 @@ class Store:
         """``int64 [N]``: for each item, an id of the shard row holding its ``level`` (items with
         equal ids are read from the same shard objects; -1 where an item lacks the level). From
         the catalog: no I/O. Used for shard-aware shuffling."""
-        if not 0 <= level < len(self._levels):
-            raise ItemNotFoundError(f"The store has levels 0..{len(self._levels) - 1}; level {level} was asked for.")
-        tab = self._levels[level]
+        if not 0 <= level < len(self.catalog.levels):
+            raise ItemNotFoundError(f"The store has levels 0..{len(self.catalog.levels) - 1}; level {level} was asked for.")
+        tab = self.catalog.levels[level]
         ks = np.array([b.k for b in self._buckets] + [1], np.int64)
         bi = tab[:, 0]
         out = np.full(len(tab), -1, np.int64)
@@ -359,14 +363,14 @@ class Store:
         """
         if max_bytes is None and target_size is None:
             raise InputError('levels="auto" needs max_bytes= or target_size=.')
-        i = self._item(item)
-        nl = int(self._sources[i, 4])
+        i = self.item_index(item)
+        nl = int(self.catalog.sources[i, 4])
         start = 0
         if target_size is not None:
             if int(target_size) < 1:
                 raise InputError(f"Expected a positive target_size. Got {target_size}.")
             for li in range(nl):
-                h, w = self._levels[li][i, 2:4].tolist()
+                h, w = self.catalog.levels[li][i, 2:4].tolist()
                 if min(h, w) >= target_size:
                     start = li
         if max_bytes is None:
@@ -376,11 +380,11 @@ class Store:
             if est <= max_bytes:
                 return li
         smallest = self._level_bytes(i, nl - 1, region)
-        raise BudgetError(f"Item {self._names[i]!r}: no level fits max_bytes={max_bytes} "
+        raise BudgetError(f"Item {self.catalog.names[i]!r}: no level fits max_bytes={max_bytes} "
                           f"(the coarsest, level {nl - 1}, stores {smallest} bytes).")
 
     def _level_bytes(self, i: int, li: int, region: tuple[int, int, int, int] | None) -> int:
-        bi, _slot, h, w, nbytes = self._levels[li][i, :5].tolist()
+        bi, _slot, h, w, nbytes = self.catalog.levels[li][i, :5].tolist()
         if region is None:
             return int(nbytes)
         b = self._buckets[bi]
@@ -392,7 +396,7 @@ class Store:
 
     def _levels_arg(self, i: int, levels: Any, max_bytes: int | None, target_size: int | None,
                     region: tuple[int, int, int, int] | None) -> list[int]:
-        nl = int(self._sources[i, 4])
+        nl = int(self.catalog.sources[i, 4])
         if levels is None:
             out = list(range(nl))
         elif isinstance(levels, str):
@@ -407,7 +411,7 @@ class Store:
             raise InputError('max_bytes= and target_size= apply to levels="auto".')
         for li in out:
             if not 0 <= li < nl:
-                raise ItemNotFoundError(f"Item {self._names[i]!r} has levels 0..{nl - 1}; level {li} was asked for.")
+                raise ItemNotFoundError(f"Item {self.catalog.names[i]!r} has levels 0..{nl - 1}; level {li} was asked for.")
         return out
 
     def _window(self, i: int, li: int, h: int, w: int,
@@ -419,16 +423,16 @@ class Store:
             y0, x0, y1, x1 = (int(v) for v in region)
         except (TypeError, ValueError):
             raise InputError(f"Expected region=(y0, x0, y1, x1) in level-0 pixels. Got {region!r}.") from None
-        H, W = self._sources[i, 2:4].tolist()
+        H, W = self.catalog.sources[i, 2:4].tolist()
         if not (0 <= y0 < y1 <= H and 0 <= x0 < x1 <= W):
-            raise InputError(f"Item {self._names[i]!r} is {H}x{W}; region {tuple(region)} is not a non-empty "
+            raise InputError(f"Item {self.catalog.names[i]!r} is {H}x{W}; region {tuple(region)} is not a non-empty "
                              "(y0, x0, y1, x1) inside it.")
         # level pixel j covers level-0 pixels [j * 2**li, (j + 1) * 2**li)
         return y0 >> li, x0 >> li, min(h, -((-y1) >> li)), min(w, -((-x1) >> li))
 
     # ------------------------------------------------------------------ fetch (I/O + entropy decoding)
     def _plan(self, i: int, li: int, region: tuple[int, int, int, int] | None) -> _Req:
-        bi, slot, h, w = self._levels[li][i, :4].tolist()
+        bi, slot, h, w = self.catalog.levels[li][i, :4].tolist()
         b = self._buckets[bi]
         y0, x0, y1, x1 = self._window(i, li, h, w, region)
         th, tw, k, ny, nx = b.th, b.tw, b.k, b.ny, b.nx
@@ -441,7 +445,7 @@ class Store:
         return _Req(i, li, b, slot, y0, x0, y1, x1, chunks)
 
     def _where(self, r: _Req) -> str:
-        return f"{self.url}: item {self._names[r.i]!r} level {r.level}"
+        return f"{self.url}: item {self.catalog.names[r.i]!r} level {r.level}"
 
     def _load_indexes(self, need: dict[str, tuple[_Bucket, _Req]]) -> dict[str, list[list[int]]]:
         keys = list(need)
@@ -589,7 +593,7 @@ class Store:
                 # split codecs reconstruct to a tensor that is the payload itself when one
                 # chunk covers the window, and is copied into the staging buffer otherwise
                 co = b.split.decode_coefficients(body, b.chunk_shape[1:])
-                tile = _reconstruct_tile(b.split, co, _CPU, b.torch_dtype)
+                tile = reconstruct_tile(b.split, co, _CPU, b.torch_dtype)
                 chunk = tile.numpy()[None]
             else:
                 chunk = b.enc.codec.decode(body, b.chunk_shape, b.dtype)
@@ -614,9 +618,9 @@ class Store:
             params = params_of[b.params_key(r.slot)][r.slot % b.k].clone()
             if b.enc.quantizer.granularity is Granularity.BLOCK:
                 bs = b.enc.quantizer.block
-                h, w = self._levels[r.level][r.i, 2:4].tolist()
+                h, w = self.catalog.levels[r.level][r.i, 2:4].tolist()
                 params = params[:, :, :-(-h // bs), :-(-w // bs)].contiguous()
-        common = dict(quantizer=b.enc.quantizer, value_scale=_VALUE_SCALES[int(self._sources[r.i, 0])],
+        common = dict(quantizer=b.enc.quantizer, value_scale=_VALUE_SCALES[int(self.catalog.sources[r.i, 0])],
                       height=r.y1 - r.y0, width=r.x1 - r.x0, origin=(r.y0, r.x0), stored_dtype=b.dtype_name,
                       channels=b.spec.channels, params=params, pruned=b.pruned)
         if "tiles" in o:
@@ -645,7 +649,7 @@ class Store:
         Returns:
             ``{level: LevelPayload}``; ``payload.decode(device)`` gives what ``read`` gives.
         """
-        i = self._item(item)
+        i = self.item_index(item)
         lv = self._levels_arg(i, levels, max_bytes, target_size, region)
         reqs = [self._plan(i, li, region) for li in lv]
         return dict(zip(lv, self._fetch(reqs, coefficients=coefficients, pin=pin_memory), strict=True))
@@ -670,7 +674,7 @@ class Store:
             raise InputError('max_bytes= and target_size= apply to level="auto".')
         reqs = []
         for it in items:
-            i = self._item(it)
+            i = self.item_index(it)
             if auto:
                 li = self.pick_level(i, max_bytes=max_bytes, target_size=target_size, region=region)
             else:
@@ -794,9 +798,13 @@ def _device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def open_store(url: str, *, storage_options: dict[str, Any] | None = None) -> Store:
-    """Open a committed store at ``url`` (local path or fsspec URL)."""
-    return Store._open(ObjectStore(url, storage_options))
+def open_store(target: str | ObjectStore, *, storage_options: dict[str, Any] | None = None) -> Store:
+    """Open the committed store at ``target``: a local path or fsspec URL, or an :class:`ObjectStore`."""
+    if isinstance(target, ObjectStore):
+        if storage_options:
+            raise InputError("storage_options apply to a URL; an ObjectStore already carries its own.")
+        return Store._open(target)
+    return Store._open(ObjectStore(target, storage_options))
 
 
 def _finite_or_none(x: float) -> float | None:

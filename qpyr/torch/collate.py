@@ -129,9 +129,9 @@ class AspectRatioBucketSampler(torch.utils.data.Sampler[list[int]]):
             raise InputError(f"Expected batch_size >= 1. Got {batch_size}.")
         if not ratios or any(r <= 0 for r in ratios):
             raise InputError(f"Expected positive aspect ratios. Got {ratios}.")
-        from qpyr.torch.datasets import _dist_rank_world
+        from qpyr.torch._distributed import dist_rank_world
 
-        self.rank, self.world_size = _dist_rank_world(rank, world_size)
+        self.rank, self.world_size = dist_rank_world(rank, world_size)
         self.batch_size = int(batch_size)
         self.shuffle, self.seed, self.drop_last = shuffle, int(seed), drop_last
         self.epoch = 0

@@ -36,6 +36,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from qpyr.errors import InputError
 from qpyr.read.payload import LevelPayload, PayloadBatch
 from qpyr.read.store import Store, open_store
+from qpyr.torch._distributed import dist_rank_world
 from qpyr.torch.collate import pad_batch
 from qpyr.torch.qat import fake_quantize
 
@@ -57,19 +58,6 @@ def _with_coarser(st: Store, items: Sequence[int], li: int, payloads: list[Level
     for k, c in zip(need, coarse, strict=True):
         out[k] = dataclasses.replace(out[k], coarser=c)
     return out
-
-
-def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if rank is None or world_size is None:
-        d = torch.distributed
-        if d.is_available() and d.is_initialized():
-            rank = d.get_rank() if rank is None else rank
-            world_size = d.get_world_size() if world_size is None else world_size
-    rank = 0 if rank is None else int(rank)
-    world_size = 1 if world_size is None else int(world_size)
-    if not 0 <= rank < world_size:
-        raise InputError(f"Expected 0 <= rank < world_size. Got rank={rank}, world_size={world_size}.")
-    return rank, world_size
 
 
 class _Source:
@@ -135,7 +123,7 @@ class _Source:
                 else:
                     t = p.decode("cpu", self.dtype)
                     levels[j][li] = t if self.transform is None else self.transform(t)
-        names = st._names
+        names = st.catalog.names
         return [{"name": names[i], "index": i, "levels": lv} for i, lv in zip(idx, levels, strict=True)]
 
     def _sample(self, i: int) -> dict[str, Any]:
@@ -264,7 +252,7 @@ class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-ar
         if block_shards < 1 or batch_size < 1:
             raise InputError(f"Expected block_shards >= 1 and batch_size >= 1. Got {block_shards}, {batch_size}.")
         self.shuffle, self.seed, self.block_shards, self.batch_size = shuffle, int(seed), int(block_shards), int(batch_size)
-        self.rank, self.world_size = _dist_rank_world(rank, world_size)
+        self.rank, self.world_size = dist_rank_world(rank, world_size)
         self.drop_last = drop_last
         # [epoch, resume_epoch, resume_position]: shared memory, so set_epoch / load_state_dict
         # in the main process reach persistent workers (fork inherits it, spawn ships it).

@@ -407,7 +407,7 @@ def _receipt_block(r: dict[str, Any], bindex: dict[str, int], buckets: dict[str,
     return [it["name"] for it in items], sources, tabs, [q.astype(np.float32) for q in quals], eids, quals
 
 
-def _bucket_docs(b: dict[str, Any], slots: int, encodings: dict[str, Any]) -> dict[str, bytes]:
+def bucket_docs(b: dict[str, Any], slots: int, encodings: dict[str, Any]) -> dict[str, bytes]:
     """The array documents of a bucket with ``slots`` slots (data, and qparams if any)."""
     spec = BucketSpec.from_dict(b)
     enc = Encoding.from_dict(encodings[spec.encoding_id])
@@ -479,14 +479,14 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
         for s in range(0, len(previous), rows):
             sl = slice(s, s + rows)
             tabs, quals, eids = [], [], []
-            for tab, q in zip(previous._levels, previous._quality, strict=True):
+            for tab, q in zip(previous.catalog.levels, previous.catalog.quality, strict=True):
                 t = tab[sl].copy()
                 present = t[:, 0] >= 0
                 eids.append([peids[int(x)] for x in t[present, 0]])
                 t[present, 0] = remap[t[present, 0]]
                 tabs.append(t)
                 quals.append(np.asarray(q[sl]))
-            cw.add(previous._names[sl], np.asarray(previous._sources[sl]), tabs, quals, eids)
+            cw.add(previous.catalog.names[sl], np.asarray(previous.catalog.sources[sl]), tabs, quals, eids)
     for r in _iter_receipts(ostore, task_range, fields=("items",)):
         cw.add(*_receipt_block(r, bindex, buckets))
     cw.close()
@@ -509,7 +509,7 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
         group(f"levels/{spec.level}")
         group(f"levels/{spec.level}/{spec.encoding_id}", {"qpyr": {"encoding": encodings[spec.encoding_id]}})
         group(p, {"qpyr": {"role": "bucket"}})
-        for key, doc in _bucket_docs(b, slots[p], encodings).items():
+        for key, doc in bucket_docs(b, slots[p], encodings).items():
             ostore.write(key, doc)
         bucket_list.append(dict(b, slots=slots[p]))
 
@@ -637,7 +637,7 @@ def _rollback(ostore: ObjectStore, m: dict[str, Any] | None, keep: str | None = 
                 if not parts[6].isdigit() or int(parts[6]) >= rows[bp]:
                     ostore.delete(k)
     for b in m["buckets"]:
-        for key, doc in _bucket_docs(b, b["slots"], m["encodings"]).items():
+        for key, doc in bucket_docs(b, b["slots"], m["encodings"]).items():
             try:
                 cur = json.loads(ostore.read(key))
             except (FileNotFoundError, ValueError):
@@ -794,12 +794,12 @@ def _read_journal(ostore: ObjectStore) -> dict[str, Any] | None:
 
 def _peek_root(ostore: ObjectStore) -> tuple[Any, bool]:
     """(open Store or None, whether a root document exists)."""
-    from qpyr.read.store import Store
+    from qpyr.read.store import open_store
 
     if not ostore.exists("zarr.json"):
         return None, False
     try:
-        return Store._open(ostore), True
+        return open_store(ostore), True
     except QpyrError:
         return None, True
 
@@ -937,9 +937,9 @@ def run_pack(
     previous = None
     if append:
         if has_root and root is None:
-            from qpyr.read.store import Store
+            from qpyr.read.store import open_store
 
-            Store._open(ostore)  # raises the reason the store cannot be opened
+            open_store(ostore)  # raises the reason the store cannot be opened
         previous = root
         if previous is not None:
             # The store's geometry wins over the call's slots_per_task: existing buckets keep
@@ -959,7 +959,7 @@ def run_pack(
     base_gen = int(previous.manifest["generation"]) if previous is not None else 0
     done = {int(k.rsplit("-", 1)[1].split(".")[0]) for k in ostore.list_sizes(".qpyr/receipts")
             if k.endswith(".json")} if journal is not None else set()
-    prev_names = previous._index if previous is not None else None  # O(N) names: the open store's own table
+    prev_names = previous.catalog.index if previous is not None else None  # O(N) names: the open store's own table
     session = uuid.uuid4().hex[:12]
     try:
         # after an interrupted cleanup the root already holds this pack's names: compare first

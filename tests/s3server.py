@@ -143,3 +143,58 @@ class S3Server:
                                      method="POST", headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(req, timeout=10) as r:
             r.read()
+
+
+class S3ServerProcess:
+    """moto's standalone server in a child process on 127.0.0.1, which a test can freeze
+    (``SIGSTOP``: the port stays open, nothing answers) and thaw (``SIGCONT``)."""
+
+    def __init__(self) -> None:
+        self.proc: Any = None
+        self.port = 0
+
+    def start(self, timeout: float = 60.0) -> S3ServerProcess:
+        import subprocess
+        import sys
+        import time
+
+        self.port = free_port()
+        env = dict(os.environ, **CREDENTIALS)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        t_end = time.monotonic() + timeout
+        while time.monotonic() < t_end:  # wait for the server to answer (bounded)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"moto server exited with code {self.proc.returncode}")
+            try:
+                urllib.request.urlopen(f"{self.endpoint}/moto-api/", timeout=1).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"moto server did not answer within {timeout} s")
+
+    def freeze(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        import signal
+
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.thaw()
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def storage_options(self, **extra: Any) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint, "key": "testing", "secret": "testing", **extra}

@@ -149,7 +149,8 @@ def test_transient_s3_errors_are_retried_with_backoff(s3_store, s3_server, monke
     monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)
     once = dict(so, config_kwargs={"retries": {"total_max_attempts": 1}})
     sleeps: list[float] = []
-    monkeypatch.setattr(qs, "time", types.SimpleNamespace(sleep=lambda d: (sleeps.append(d), time.sleep(d))))
+    monkeypatch.setattr(qs, "time", types.SimpleNamespace(sleep=lambda d: (sleeps.append(d), time.sleep(d)),
+                                                     monotonic=time.monotonic))
 
     s3_server.fail_next(2, 500, "InternalError")  # the root document's GET fails twice
     st = qpyr.open(url, storage_options=once)

@@ -31,7 +31,7 @@ import fsspec
 
 from qpyr.errors import InputError, StorageError
 
-__all__ = ["ObjectStore", "is_url"]
+__all__ = ["ObjectStore", "is_url", "parse_storage_options", "DEFAULT_DEADLINE", "DEADLINE_ENV"]
 
 T = TypeVar("T")
 
@@ -39,6 +39,45 @@ T = TypeVar("T")
 _MAX_OPEN_FILES = 128
 #: Upper bound of one backoff sleep, seconds.
 _MAX_BACKOFF = 5.0
+#: Seconds one storage operation (all its tries and backoff sleeps together) may take before it
+#: fails with a StorageError; ``ObjectStore(deadline=...)`` or the environment variable
+#: :data:`DEADLINE_ENV` change it (``0`` or ``none``: no deadline).
+DEFAULT_DEADLINE = 60.0
+DEADLINE_ENV = "QPYR_STORAGE_DEADLINE"
+#: Per-attempt connect / read timeouts given to botocore (s3fs) unless the storage options set
+#: their own: an attempt that hangs must leave time for the retries inside the deadline.
+_CONNECT_TIMEOUT = 10.0
+_READ_TIMEOUT = 30.0
+
+
+def default_deadline() -> float | None:
+    """The deadline from :data:`DEADLINE_ENV`, else :data:`DEFAULT_DEADLINE` (``None``: none)."""
+    raw = os.environ.get(DEADLINE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_DEADLINE
+    if raw.lower() in ("0", "none", "off"):
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        raise InputError(f"Expected {DEADLINE_ENV} to be a number of seconds (or 0/none). Got {raw!r}.") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise InputError(f"Expected {DEADLINE_ENV} to be a positive number of seconds (or 0/none). Got {raw!r}.")
+    return v
+
+
+def _backend_options(url: str, storage_options: dict[str, Any], deadline: float | None) -> dict[str, Any]:
+    """``storage_options`` with qpyr's single-retry-layer defaults for s3fs: botocore makes one
+    attempt per call, with connect/read timeouts inside the deadline (qpyr retries, with
+    backoff, within the deadline). Options the caller set win."""
+    if not url.startswith(("s3://", "s3a://")):
+        return storage_options
+    cfg = dict(storage_options.get("config_kwargs") or {})
+    cfg.setdefault("retries", {"total_max_attempts": 1})
+    cap = deadline if deadline is not None else float("inf")
+    cfg.setdefault("connect_timeout", min(_CONNECT_TIMEOUT, cap))
+    cfg.setdefault("read_timeout", min(_READ_TIMEOUT, cap))
+    return dict(storage_options, config_kwargs=cfg)
 
 # Substrings of backend error types/messages, by what they mean (botocore and aiohttp errors
 # are not OSErrors; s3fs maps some codes to OSError subclasses and keeps the text of others).
@@ -125,15 +164,25 @@ class ObjectStore:
             environment variables and config files).
         retries: extra tries for transient errors (timeouts, throttling, 5xx), with
             exponential backoff from ``backoff`` seconds (with jitter, capped at 5 s). An
-            unreachable endpoint gets one extra try (the backend has usually retried already).
+            unreachable endpoint gets one extra try. These are the only retries: s3fs and
+            botocore are told to make one attempt per call.
+        deadline: seconds one operation may take, every try and sleep included (default
+            :data:`DEFAULT_DEADLINE`, or :data:`DEADLINE_ENV`; ``None``: no deadline). Past it
+            the operation fails with a :class:`StorageError` saying what was being fetched and
+            how long it waited. Local files have no deadline.
     """
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None, *, retries: int = 4,
-                 backoff: float = 0.1):
+                 backoff: float = 0.1, deadline: float | None | str = "default"):
         self.url = url
         self.storage_options = dict(storage_options or {})
         self.retries = int(retries)
         self.backoff = float(backoff)
+        self.deadline: float | None = default_deadline() if deadline == "default" else (
+            None if deadline is None else float(deadline))
+        if self.deadline is not None and not self.deadline > 0:
+            raise InputError(f"Expected a positive storage deadline in seconds (or None). Got {deadline!r}.")
+        self._ends = threading.local()  # the running operation's deadline (monotonic), per thread
         self._lock = threading.Lock()
         self.bytes_read = 0
         self.requests = 0
@@ -143,7 +192,9 @@ class ObjectStore:
         url = self.url
         try:
             if is_url(url):
-                fs, root = fsspec.core.url_to_fs(url, **self.storage_options)
+                fs, root = fsspec.core.url_to_fs(url, **_backend_options(url, self.storage_options, self.deadline))
+                if hasattr(fs, "retries") and url.startswith(("s3://", "s3a://")):
+                    fs.retries = 1  # s3fs's own retry loop: qpyr's _call is the one retry layer
             else:
                 fs = fsspec.filesystem("file")
                 root = os.path.abspath(url)
@@ -171,11 +222,11 @@ class ObjectStore:
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "storage_options": self.storage_options, "retries": self.retries,
-                "backoff": self.backoff}
+                "backoff": self.backoff, "deadline": self.deadline}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["url"], state["storage_options"], retries=state["retries"],  # type: ignore[misc]
-                      backoff=state["backoff"])
+                      backoff=state["backoff"], deadline=state.get("deadline", "default"))
 
     def __repr__(self) -> str:
         return f"ObjectStore({self.url!r})"
@@ -219,28 +270,60 @@ class ObjectStore:
             return StorageError(f"{what} on {self.url!r} failed after {tries} tries: {type(e).__name__}: {e}")
         return StorageError(f"{what} on {self.url!r} failed: {type(e).__name__}: {e}")
 
-    def _sleep(self, attempt: int) -> None:
-        """Back off before retry ``attempt + 1``: ``backoff * 2**attempt`` seconds (capped at
+    def _delay(self, attempt: int) -> float:
+        """The backoff before retry ``attempt + 1``: ``backoff * 2**attempt`` seconds (capped at
         5 s), jittered down to half of it so clients that failed together do not retry together."""
         d = min(self.backoff * (2 ** attempt), _MAX_BACKOFF)
-        time.sleep(d * (0.5 + random.random() / 2))
+        return d * (0.5 + random.random() / 2)
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
+    def _timeout(self) -> dict[str, float]:
+        """``{"timeout": seconds left}`` for an async fsspec call inside a running operation
+        (fsspec's sync wrapper cancels the call when it runs out), else ``{}``."""
+        end = getattr(self._ends, "end", None)
+        if end is None or not getattr(self._fs, "async_impl", False):
+            return {}
+        return {"timeout": max(end - time.monotonic(), 0.001)}
+
+    def _late(self, what: str, t0: float, tries: int, e: BaseException | None) -> StorageError:
+        cause = f" (last error: {type(e).__name__}: {e})" if e is not None and str(e) else ""
+        return StorageError(
+            f"{what} on {self.url!r}: no complete answer within the {self.deadline:g} s storage deadline "
+            f"(waited {time.monotonic() - t0:.1f} s, {tries} tries){cause}. Is the endpoint up? Set "
+            f"{DEADLINE_ENV} (seconds) to wait longer.")
+
+    def _end(self, t0: float) -> float | None:
+        """The monotonic time an operation started at ``t0`` must end by (None: no deadline)."""
+        return None if self.deadline is None or self.local else t0 + self.deadline
+
+    def _call(self, what: str, fn: Callable[[], T], *, t0: float | None = None) -> T:
+        """Run ``fn`` (one backend call) with retries, all within the deadline of the operation
+        that started at ``t0`` (default: now)."""
+        t0 = time.monotonic() if t0 is None else t0
+        end = self._end(t0)
         attempt = 0
-        while True:
-            try:
-                return fn()
-            except StorageError:
-                raise
-            except Exception as e:  # noqa: BLE001 - classified below; nothing is swallowed
-                kind = classify_error(e)
-                if kind == "missing":
+        self._ends.end = end
+        try:
+            while True:
+                try:
+                    return fn()
+                except StorageError:
                     raise
-                limit = self.retries if kind == "transient" else min(1, self.retries) if kind == "unreachable" else 0
-                if attempt >= limit:
-                    raise self._error(what, e, kind, attempt + 1) from e
-            self._sleep(attempt)
-            attempt += 1
+                except Exception as e:  # noqa: BLE001 - classified below; nothing is swallowed
+                    kind = classify_error(e)
+                    if kind == "missing":
+                        raise
+                    if end is not None and time.monotonic() >= end:
+                        raise self._late(what, t0, attempt + 1, e) from e
+                    limit = self.retries if kind == "transient" else min(1, self.retries) if kind == "unreachable" else 0
+                    if attempt >= limit:
+                        raise self._error(what, e, kind, attempt + 1) from e
+                    delay = self._delay(attempt)
+                    if end is not None and time.monotonic() + delay >= end:
+                        raise self._late(what, t0, attempt + 1, e) from e
+                time.sleep(delay)
+                attempt += 1
+        finally:
+            self._ends.end = None
 
     # -- local fast path -------------------------------------------------------------
     def _file(self, p: str) -> IO[bytes]:
@@ -294,7 +377,7 @@ class ObjectStore:
         if self.local and self._pid == os.getpid():
             data = self._call(f"Reading {key}", lambda: self._pread(self.path(key), 0, None))
         else:
-            data = self._call(f"Reading {key}", lambda: self.fs.cat_file(self.path(key)))
+            data = self._call(f"Reading {key}", lambda: self.fs.cat_file(self.path(key), **self._timeout()))
         self._count(len(data))
         return bytes(data)
 
@@ -322,14 +405,19 @@ class ObjectStore:
         results: list[Any] = [None] * n
         todo = list(range(n))
         attempt = 0
+        t0 = time.monotonic()
+        end = self._end(t0)
         while todo:
             paths = [self.path(keys[i]) for i in todo]
             s_, e_ = [starts[i] for i in todo], [ends[i] for i in todo]
+            what = f"Reading {keys[todo[0]]}" + (f" and {len(todo) - 1} more range(s)" if len(todo) > 1 else "")
             got: list[Any] = self._call(
-                f"Reading {len(todo)} range(s)",
-                lambda paths=paths, s_=s_, e_=e_: self.fs.cat_ranges(paths, s_, e_, on_error="return"),  # type: ignore[misc]
+                what,
+                lambda paths=paths, s_=s_, e_=e_: self.fs.cat_ranges(paths, s_, e_, on_error="return", **self._timeout()),  # type: ignore[misc]
+                t0=t0,
             )
             retry: list[int] = []
+            last: BaseException | None = None
             for i, r in zip(todo, got, strict=True):
                 if not isinstance(r, BaseException):
                     results[i] = r
@@ -337,12 +425,18 @@ class ObjectStore:
                 kind = classify_error(r)
                 if kind == "missing":
                     raise FileNotFoundError(keys[i]) from r
+                if end is not None and time.monotonic() >= end:
+                    raise self._late(f"Reading {keys[i]}", t0, attempt + 1, r) from r
                 limit = self.retries if kind == "transient" else min(1, self.retries) if kind == "unreachable" else 0
                 if attempt >= limit:
                     raise self._error(f"Reading {keys[i]}", r, kind, attempt + 1) from r
                 retry.append(i)
+                last = r
             if retry:
-                self._sleep(attempt)
+                delay = self._delay(attempt)
+                if end is not None and time.monotonic() + delay >= end:
+                    raise self._late(f"Reading {keys[retry[0]]}", t0, attempt + 1, last) from last
+                time.sleep(delay)
                 attempt += 1
             todo = retry
         self._count(sum(len(r) for r in results), n)
@@ -355,18 +449,18 @@ class ObjectStore:
         return self.read_ranges(keys, [0] * len(keys), [None] * len(keys))
 
     def size(self, key: str) -> int:
-        info = self._call(f"Stat {key}", lambda: self.fs.info(self.path(key)))
+        info = self._call(f"Stat {key}", lambda: self.fs.info(self.path(key), **self._timeout()))
         self._count(0)
         return int(info["size"])
 
     def exists(self, key: str) -> bool:
-        return bool(self._call(f"Checking {key}", lambda: self.fs.exists(self.path(key))))
+        return bool(self._call(f"Checking {key}", lambda: self.fs.exists(self.path(key), **self._timeout())))
 
     def list_sizes(self, prefix: str = "") -> dict[str, int]:
         """All objects under ``prefix`` (recursive) → size in bytes."""
         base = self.path(prefix)
         try:
-            found = self._call(f"Listing {prefix or '/'}", lambda: self.fs.find(base, detail=True))
+            found = self._call(f"Listing {prefix or '/'}", lambda: self.fs.find(base, detail=True, **self._timeout()))
         except FileNotFoundError:
             return {}
         out: dict[str, int] = {}
@@ -394,13 +488,13 @@ class ObjectStore:
                 f.write(data)
             os.replace(tmp, p)
             return
-        self._call(f"Writing {key}", lambda: self.fs.pipe_file(p, data))
+        self._call(f"Writing {key}", lambda: self.fs.pipe_file(p, data, **self._timeout()))
 
     def delete(self, key: str) -> None:
         if self.local:
             self._forget(self.path(key))
         try:
-            self._call(f"Deleting {key}", lambda: self.fs.rm(self.path(key), recursive=True))
+            self._call(f"Deleting {key}", lambda: self.fs.rm(self.path(key), recursive=True, **self._timeout()))
         except FileNotFoundError:
             pass
 

@@ -50,6 +50,19 @@ class InputRef:
     source: Any  # str path/URL or np.ndarray
     storage_options: tuple[tuple[str, Any], ...] = ()
 
+    def __post_init__(self) -> None:
+        # Item names are stored as UTF-8 (spec/format.md, catalog). A file name that is not
+        # valid UTF-8 reaches Python as a str with lone surrogates; refuse it while listing,
+        # before anything is written, rather than fail at commit.
+        try:
+            self.name.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = self.source if isinstance(self.source, str) else self.name
+            raise InputError(
+                f"{shown!r}: the item name {self.name!r} is not valid UTF-8 (a file name in another "
+                "encoding?); rename the file, or name the input explicitly (NAME<TAB>PATH in a "
+                "--from-list file, or a (name, path) pair).") from None
+
 
 @dataclass(frozen=True)
 class FileList:
@@ -393,16 +406,14 @@ def _decode_image(data: bytes, where: str, pixel_limit: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max(pixel_limit, 1)
+    Image.MAX_IMAGE_PIXELS = None  # Pillow's own bomb check off: the check below names --max-pixels
     try:
         try:
-            with warnings.catch_warnings():  # our own limit check below gives the clear error
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 im: Image.Image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as e:
             raise InputError(f"{where}: not a readable image (unknown or corrupt format).") from e
-        except Image.DecompressionBombError as e:
-            raise PixelLimitError(f"{where}: {e}") from e
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise InputError(f"{where}: truncated or corrupt image ({e}).") from e
         w, h = im.size
@@ -421,6 +432,8 @@ def _decode_image(data: bytes, where: str, pixel_limit: int) -> np.ndarray:
             im.load()
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             raise InputError(f"{where}: truncated or corrupt image ({e}).") from e
+        if im.format == "PNG":
+            _check_png_complete(data, where)
         mode = im.mode
         if mode == "P":
             im = im.convert("RGBA" if "transparency" in im.info else "RGB")
@@ -449,6 +462,17 @@ def _decode_png16(data: bytes, where: str) -> np.ndarray:
         return np.asarray(imagecodecs.png_decode(data))
     except ImportError:  # pragma: no cover - imagecodecs is a dependency
         raise InputError(f"{where}: 16-bit colour PNG needs imagecodecs (pip install imagecodecs).") from None
+    except Exception as e:
+        raise InputError(f"{where}: truncated or corrupt PNG ({e}).") from e
+
+
+def _check_png_complete(data: bytes, where: str) -> None:
+    """Refuse a PNG whose image data ends early. Pillow fills the missing rows with zeros when
+    the compressed stream ends cleanly before the last row; libpng (imagecodecs) does not."""
+    import imagecodecs
+
+    try:
+        imagecodecs.png_decode(data)
     except Exception as e:
         raise InputError(f"{where}: truncated or corrupt PNG ({e}).") from e
 
@@ -482,7 +506,8 @@ def load(ref: InputRef, *, pixel_limit: int = DEFAULT_PIXEL_LIMIT, nonfinite: st
             shape = arr.shape
             if len(shape) >= 2 and int(shape[0]) * int(shape[1]) > pixel_limit:
                 raise PixelLimitError(
-                    f"{where}: {shape[0]} x {shape[1]} pixels exceeds the limit of {pixel_limit}."
+                    f"{where}: {shape[0]} x {shape[1]} = {int(shape[0]) * int(shape[1])} pixels exceeds the limit "
+                    f"of {pixel_limit} (raise it with --max-pixels / pixel_limit= if the array is trusted)."
                 )
             return check_array(np.array(arr), where, pixel_limit=pixel_limit, nonfinite=nonfinite)
         data = _read_bytes(ref)

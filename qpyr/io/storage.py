@@ -482,17 +482,37 @@ class ObjectStore:
         p = self.path(key)
         if self.local:
             self._forget(p)
-            os.makedirs(os.path.dirname(p), exist_ok=True)
             tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, p)
+            try:
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, p)
+            except OSError as e:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+                raise self._local_write_error(p, e) from e
             return
         self._call(f"Writing {key}", lambda: self.fs.pipe_file(p, data, **self._timeout()))
+
+    def _local_write_error(self, p: str, e: OSError) -> StorageError:
+        """One line naming the store, the path and the cause of a failed local write."""
+        d = os.path.dirname(p)
+        while d and not os.path.exists(d):
+            d = os.path.dirname(d)
+        if d and not os.path.isdir(d):
+            why = f"{d!r} is a file, not a directory"
+        elif isinstance(e, PermissionError) or e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            why = f"no permission to write in {d!r}" + (" (read-only file system)" if e.errno == errno.EROFS else "")
+        else:
+            why = f"{e.strerror or type(e).__name__} (writing under {d!r})"
+        return StorageError(f"Cannot write the store {self.url!r} ({p}): {why}. Choose another output path.")
 
     def delete(self, key: str) -> None:
         if self.local:
             self._forget(self.path(key))
+            if not os.path.lexists(self.path(key)):
+                return  # nothing there (also when a parent is a file)
         try:
             self._call(f"Deleting {key}", lambda: self.fs.rm(self.path(key), recursive=True, **self._timeout()))
         except FileNotFoundError:

@@ -497,3 +497,117 @@ def test_properties_symmetry_and_bounds(
     assert 0.0 <= m_ab <= 1.0 + 1e-12
     assert float(psnr(a, b)) == float(psnr(b, a))
     assert float(ssim(a, a)) == pytest.approx(1.0, abs=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# compiled CPU kernel: agreement, determinism, lazy import
+# --------------------------------------------------------------------------------------------
+
+
+def _photo_crops() -> list[np.ndarray]:
+    """uint8 [H, W, 3] crops of real photos, several sizes and aspect ratios."""
+    from qpyr.samples import random_crops
+
+    photos = [sample_photo(n) for n in ("astronaut", "coffee", "chelsea")]
+    return list(random_crops(photos, 6, 16, 160, seed=3))
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_compiled_ssim_matches_skimage_on_photo_crops(fast: bool) -> None:
+    for i, im in enumerate(_photo_crops()):
+        ref = im.astype(np.float64) / 255.0
+        deg = degrade(im, "jpeg", 20 + 10 * i)
+        got = ssim(to_t(ref), to_t(deg), fast=fast)
+        assert got.dtype == (torch.float32 if fast else torch.float64)
+        assert abs(float(got) - sk_ssim(ref, deg)) < TOL
+        # data range 255 on uint8-valued floats
+        got255 = ssim(to_t(ref * 255), to_t(deg * 255), data_range=255, fast=fast)
+        assert abs(float(got255) - sk_ssim(ref * 255, deg * 255, data_range=255)) < TOL
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_compiled_ssim_matches_torch_path(fast: bool) -> None:
+    """The kernel and the torch implementation agree (also below the 11 px window)."""
+    im = photo("coffee")
+    ref = to_t(im.astype(np.float64) / 255.0)
+    deg = to_t(degrade(im, "noise", 0.05))
+    tol = 1e-5 if fast else TIGHT
+    for h, w in [(256, 200), (11, 40), (7, 9), (2, 5), (1, 1)]:
+        a, b = ref[:, :h, :w], deg[:, :h, :w]
+        got = ssim(a, b, fast=fast, channel_mean=False)
+        want = ssim(a, b, fast=fast, channel_mean=False, backend="torch")
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=0, atol=tol)
+
+
+def test_compiled_ssim_edge_cases_match_skimage() -> None:
+    rng = np.random.default_rng(5)
+    const = np.full((40, 30, 3), 0.5)
+    noisy = np.clip(const + rng.normal(0, 0.05, const.shape), 0, 1)
+    gray = photo("camera").astype(np.float64) / 255.0
+    cases = [
+        (const, const),  # constant images: identical
+        (const, np.full_like(const, 0.25)),  # constant images: different levels
+        (const, noisy),
+        (gray, degrade(photo("camera"), "jpeg", 30)),  # 1 channel
+        (rng.random((11, 11)), rng.random((11, 11))),  # the smallest skimage accepts
+    ]
+    for a, b in cases:
+        for fast in (False, True):
+            assert abs(float(ssim(to_t(a), to_t(b), fast=fast)) - sk_ssim(a, b)) < TOL
+
+
+def test_ssim_backend_is_checked() -> None:
+    with pytest.raises(InputError, match="backend"):
+        ssim(_X, _X, backend="numpy")  # type: ignore[arg-type]
+
+
+_DETERMINISM_SCRIPT = """
+import numpy as np
+import torch
+torch.set_num_threads(1)
+from qpyr.metrics import ms_ssim, ssim
+from qpyr.samples import random_crops, sample_photo
+photos = [sample_photo(n) for n in ("astronaut", "coffee", "chelsea")]
+rng = np.random.default_rng(11)
+for im in random_crops(photos, 5, 12, 200, seed=9):
+    a = torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))).float() / 255
+    b = (a + torch.from_numpy(rng.normal(0, 0.03, a.shape)).float()).clamp(0, 1)
+    vals = [ssim(a, b, fast=True), ssim(a, b), ssim(a, b, channel_mean=False), ms_ssim(a, b)]
+    print(" ".join(float(v).hex() for t in vals for v in t.reshape(-1)))
+"""
+
+
+def test_compiled_ssim_is_deterministic_across_processes() -> None:
+    """Same bits from a fresh single-thread subprocess as from this process (more threads)."""
+    import contextlib
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    child = subprocess.run(
+        [sys.executable, "-c", _DETERMINISM_SCRIPT],
+        capture_output=True, text=True, check=True, env=env,
+    ).stdout
+    buf = io.StringIO()
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(max(2, threads))
+        with contextlib.redirect_stdout(buf):
+            script = _DETERMINISM_SCRIPT.replace("torch.set_num_threads(1)", "")
+            exec(compile(script, "<determinism>", "exec"), {})
+    finally:
+        torch.set_num_threads(threads)
+    assert child.strip() and buf.getvalue() == child
+
+
+def test_import_qpyr_does_not_import_numba() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, qpyr, qpyr.metrics; print('numba' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"

@@ -16,6 +16,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from qpyr import __file__ as qpyr_file
 from qpyr.errors import InputError, QpyrError
 from qpyr.metrics import (
     BT601_LUMA,
@@ -585,7 +586,9 @@ def test_compiled_ssim_is_deterministic_across_processes() -> None:
     import subprocess
     import sys
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(qpyr_file)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", PYTHONPATH=path)
     child = subprocess.run(
         [sys.executable, "-c", _DETERMINISM_SCRIPT],
         capture_output=True, text=True, check=True, env=env,
@@ -603,11 +606,15 @@ def test_compiled_ssim_is_deterministic_across_processes() -> None:
 
 
 def test_import_qpyr_does_not_import_numba() -> None:
+    import os
     import subprocess
     import sys
 
+    root = os.path.dirname(os.path.dirname(os.path.abspath(qpyr_file)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     code = "import sys, qpyr, qpyr.metrics; print('numba' in sys.modules)"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env=dict(os.environ, PYTHONPATH=path),
     ).stdout
     assert out.strip() == "False"

@@ -156,12 +156,14 @@ def ssim_plane_means(
     the stabilising constants. The means themselves are summed in float64.
     """
     dtype = x.dtype
+    with np.errstate(over="ignore"):  # a huge data range overflows float32 C1, C2 to inf
+        consts = np.asarray((c1, c2, 2.0), dtype=dtype)
     out = np.empty((x.shape[0], 2), dtype=np.float64)
     _ssim_sums(
         np.ascontiguousarray(x),
         np.ascontiguousarray(y, dtype=dtype),
         np.asarray(taps, dtype=dtype),
-        np.asarray((c1, c2, 2.0), dtype=dtype),
+        consts,
         out,
     )
     return out

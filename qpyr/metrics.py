@@ -24,6 +24,15 @@ gaussian_weights=True, sigma=1.5, use_sample_covariance=False)`` to ~1e-12: scik
 with ``mode='reflect'`` but then crops exactly the pixels that the reflection touches, so a
 "valid" convolution (no padding at all) gives the same numbers.
 
+Backends
+--------
+On CPU tensors that do not require gradients, SSIM (and so MS-SSIM and luma SSIM) is computed by
+a numba-compiled kernel (``qpyr._kernels.ssim``, compiled on first use and cached on disk):
+separable sums in one fixed order, single-threaded, no ``fastmath``, so a value is bit-identical
+across processes, thread counts and machines, which packing needs to decide an encoding the
+same way everywhere. Tensors on other devices, or that require gradients, use the torch
+implementation (differentiable, on the inputs' device); ``backend="torch"`` forces it.
+
 Small images (fallback)
 -----------------------
 scikit-image raises for images smaller than 11 px on a side; :func:`ssim` does not. When
@@ -52,6 +61,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -89,8 +99,10 @@ BT601_LUMA: tuple[float, float, float] = (0.299, 0.587, 0.114)
 # --------------------------------------------------------------------------------------------
 
 
-def _check_pair(a: object, b: object, fn: str) -> tuple[Tensor, Tensor, bool]:
-    """Validate a pair of images; return them as ``float64 [N, C, H, W]`` and whether batched."""
+def _check_pair(
+    a: object, b: object, fn: str, dtype: torch.dtype = torch.float64
+) -> tuple[Tensor, Tensor, bool]:
+    """Validate a pair of images; return them as ``dtype [N, C, H, W]`` and whether batched."""
     for name, t in (("a", a), ("b", b)):
         if not isinstance(t, Tensor):
             raise InputError(
@@ -124,7 +136,12 @@ def _check_pair(a: object, b: object, fn: str) -> tuple[Tensor, Tensor, bool]:
     if not batched:
         a = a.unsqueeze(0)
         b = b.unsqueeze(0)
-    return a.to(torch.float64), b.to(torch.float64), batched
+    return a.to(dtype), b.to(dtype), batched
+
+
+def _check_backend(backend: object, fn: str) -> None:
+    if backend not in ("auto", "torch"):
+        raise InputError(f"{fn}: Expected `backend` to be 'auto' or 'torch'. Got {backend!r}.")
 
 
 def _check_data_range(data_range: object, fn: str) -> float:
@@ -208,7 +225,7 @@ def _filter_valid(x: Tensor, taps: list[float], dim: int) -> Tensor:
 
     Implemented as a sum of shifted slices accumulated in place: pure elementwise torch ops,
     so it runs on any device, needs no im2col buffer (memory = one output tensor) and on CPU
-    is several times faster than a grouped float64 ``conv2d``.
+    is faster than a grouped float64 ``conv2d``.
     """
     k = len(taps)
     n = x.shape[dim] - k + 1
@@ -218,11 +235,40 @@ def _filter_valid(x: Tensor, taps: list[float], dim: int) -> Tensor:
     return out
 
 
-def _ssim_maps(x: Tensor, y: Tensor, r: float) -> tuple[Tensor, Tensor]:
+def _ssim_maps(x: Tensor, y: Tensor, r: float, backend: str = "auto") -> tuple[Tensor, Tensor]:
     """Per-channel mean SSIM and mean contrast-structure term over the valid region.
 
-    ``x``, ``y``: float64 ``[N, C, H, W]``. Returns two float64 ``[N, C]`` tensors.
+    ``x``, ``y``: float ``[N, C, H, W]`` (float64, or float32 for the fast path). Returns two
+    ``[N, C]`` tensors of that dtype. CPU tensors without autograd go to the compiled kernel
+    unless ``backend == "torch"``.
     """
+    if (
+        backend == "auto"
+        and x.device.type == "cpu"
+        and not (x.requires_grad or y.requires_grad)
+    ):
+        return _ssim_maps_compiled(x, y, r)
+    return _ssim_maps_torch(x, y, r)
+
+
+def _ssim_maps_compiled(x: Tensor, y: Tensor, r: float) -> tuple[Tensor, Tensor]:
+    """:func:`_ssim_maps` by the numba kernel (CPU, deterministic bits)."""
+    from qpyr._kernels.ssim import ssim_plane_means
+
+    n, c, h, w = x.shape
+    planes = ssim_plane_means(
+        x.detach().contiguous().view(n * c, h, w).numpy(),
+        y.detach().contiguous().view(n * c, h, w).numpy(),
+        _gaussian_taps(_window_size(h, w)),
+        (SSIM_K1 * r) ** 2,
+        (SSIM_K2 * r) ** 2,
+    )
+    out = torch.from_numpy(planes).view(n, c, 2).to(x.dtype)
+    return out[..., 0], out[..., 1]
+
+
+def _ssim_maps_torch(x: Tensor, y: Tensor, r: float) -> tuple[Tensor, Tensor]:
+    """:func:`_ssim_maps` in torch ops on the inputs' device (differentiable)."""
     _, c, h, w = x.shape
     win = _window_size(h, w)
     c1 = (SSIM_K1 * r) ** 2
@@ -234,8 +280,7 @@ def _ssim_maps(x: Tensor, y: Tensor, r: float) -> tuple[Tensor, Tensor]:
         taps = _gaussian_taps(win)
         if stack.dtype == torch.float32 and stack.device.type != "cpu":
             # float32 on an accelerator: grouped conv2d (two kernels instead of 22). On CPU the
-            # shifted-slice sums below are 2.4x faster than grouped conv2d (115 vs 276 ms for
-            # 15 planes of 1024x1024, one thread) and gave bit-identical sums in that test.
+            # shifted-slice sums below are faster than a grouped conv2d.
             g = stack.shape[1]
             t = torch.tensor(taps, dtype=stack.dtype, device=stack.device)
             stack = torch.nn.functional.conv2d(stack, t.view(1, 1, 1, win).expand(g, 1, 1, win).contiguous(), groups=g)
@@ -259,7 +304,13 @@ def _ssim_maps(x: Tensor, y: Tensor, r: float) -> tuple[Tensor, Tensor]:
 
 
 def ssim(
-    a: Tensor, b: Tensor, *, data_range: float = 1.0, channel_mean: bool = True, fast: bool = False
+    a: Tensor,
+    b: Tensor,
+    *,
+    data_range: float = 1.0,
+    channel_mean: bool = True,
+    fast: bool = False,
+    backend: Literal["auto", "torch"] = "auto",
 ) -> Tensor:
     """Structural similarity (Wang et al. 2004), matching scikit-image's Wang settings.
 
@@ -276,25 +327,27 @@ def ssim(
         data_range: peak-to-peak range of the signal (sets ``C1=(K1*R)**2``, ``C2=(K2*R)**2``).
         channel_mean: if True (default) average over channels (RGB-SSIM); if False return one
             value per channel.
-        fast: compute in float32 (separable shifted-slice sums on CPU, grouped ``conv2d`` on
-            accelerators; about 8x faster than float64 on CPU; agrees with the float64 path to
-            ~1e-6). Used when packing, where SSIM is measured per
-            level and per candidate encoding.
+        fast: compute the filter sums and the SSIM formula in float32 (the means are still
+            summed in float64 on CPU); agrees with the float64 path to ~1e-6. Used when
+            packing, where SSIM is measured per level and per candidate encoding.
+        backend: ``"auto"`` (default): the compiled, deterministic kernel for CPU tensors that
+            do not require gradients, torch ops otherwise; ``"torch"``: always torch ops (the
+            differentiable implementation, kept as the reference for benchmarks).
 
     Returns:
-        ``float64`` tensor on the inputs' device, values in ``[-1, 1]`` (1 for identical images):
+        ``float64`` tensor (``float32`` with ``fast=True``) on the inputs' device, values in
+        ``[-1, 1]`` (1 for identical images):
         with ``channel_mean=True`` 0-d for ``[C, H, W]`` and ``[N]`` for ``[N, C, H, W]``
         inputs; with ``channel_mean=False`` ``[C]`` resp. ``[N, C]``.
 
     Raises:
         InputError (a ``ValueError``): wrong type/ndim, non-float dtype, mismatched shapes or
-            devices, empty images, or a non-positive ``data_range``.
+            devices, empty images, a non-positive ``data_range`` or an unknown ``backend``.
     """
-    x, y, batched = _check_pair(a, b, "ssim")
+    x, y, batched = _check_pair(a, b, "ssim", torch.float32 if fast else torch.float64)
     r = _check_data_range(data_range, "ssim")
-    if fast:
-        x, y = x.to(torch.float32), y.to(torch.float32)
-    per_channel, _ = _ssim_maps(x, y, r)
+    _check_backend(backend, "ssim")
+    per_channel, _ = _ssim_maps(x, y, r, backend)
     out = per_channel.mean(dim=1) if channel_mean else per_channel
     return _unbatch(out, batched)
 

@@ -16,6 +16,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from qpyr import __file__ as qpyr_file
 from qpyr.errors import InputError, QpyrError
 from qpyr.metrics import (
     BT601_LUMA,
@@ -563,7 +564,6 @@ def test_ssim_backend_is_checked() -> None:
 
 
 _DETERMINISM_SCRIPT = """
-import sys
 import numpy as np
 import torch
 torch.set_num_threads(1)
@@ -580,38 +580,41 @@ for im in random_crops(photos, 5, 12, 200, seed=9):
 
 
 def test_compiled_ssim_is_deterministic_across_processes() -> None:
-    """Same bits from a fresh single-thread subprocess as from this process (any thread count)."""
+    """Same bits from a fresh single-thread subprocess as from this process (more threads)."""
+    import contextlib
     import os
     import subprocess
     import sys
 
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = "1"
-    env["NUMBA_NUM_THREADS"] = "1"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(qpyr_file)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1", PYTHONPATH=path)
     child = subprocess.run(
         [sys.executable, "-c", _DETERMINISM_SCRIPT],
         capture_output=True, text=True, check=True, env=env,
     ).stdout
-    import contextlib
-    import io as _io
-
-    buf = _io.StringIO()
+    buf = io.StringIO()
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(max(2, threads))
         with contextlib.redirect_stdout(buf):
-            exec(compile(_DETERMINISM_SCRIPT.replace("torch.set_num_threads(1)", ""), "<det>", "exec"), {})
+            script = _DETERMINISM_SCRIPT.replace("torch.set_num_threads(1)", "")
+            exec(compile(script, "<determinism>", "exec"), {})
     finally:
         torch.set_num_threads(threads)
     assert child.strip() and buf.getvalue() == child
 
 
 def test_import_qpyr_does_not_import_numba() -> None:
+    import os
     import subprocess
     import sys
 
+    root = os.path.dirname(os.path.dirname(os.path.abspath(qpyr_file)))
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
     code = "import sys, qpyr, qpyr.metrics; print('numba' in sys.modules)"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        env=dict(os.environ, PYTHONPATH=path),
     ).stdout
     assert out.strip() == "False"

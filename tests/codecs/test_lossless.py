@@ -1,7 +1,7 @@
 """Tests for the qpyr.lossless codec (qpyr/codecs/lossless.py, spec/codecs/lossless.md).
 
-Regenerate the golden vectors (only when the format changes on purpose, with a version bump):
-``python tests/test_codec_lossless.py --write-golden``.
+The golden vectors are written by ``tools/make_golden.py lossless`` (only when the format changes
+on purpose, with a version bump).
 """
 
 from __future__ import annotations
@@ -10,27 +10,28 @@ import dataclasses
 import io
 import json
 import struct
-import sys
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
+from codec_kit import (
+    VECTORS,
+    check_config,
+    check_golden,
+    check_hostile,
+    check_round_trip,
+    golden_cases,
+    make_golden,
+    photo,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qpyr.codecs.lossless import COLORS, HEADER_SIZE, MAGIC, NAME, PREDICTORS, LosslessCodec, read_header
 from qpyr.errors import CodecError
 
-VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors" / "lossless"
 DTYPES = ("uint8", "uint16", "int8", "int16")
 FAST = 3  # zstd level for the grad/left/none predictors: keeps property tests quick
-
-
-def _photo(h: int = 64, w: int = 96, y: int = 100, x: int = 180) -> np.ndarray:
-    from skimage import data
-
-    return np.ascontiguousarray(data.astronaut()[y : y + h, x : x + w].transpose(2, 0, 1))
 
 
 def _binned16(a: np.ndarray) -> np.ndarray:
@@ -61,11 +62,7 @@ def _content(kind: str, shape: tuple[int, int, int], dtype: str, seed: int) -> n
 
 
 def _round_trip(codec: LosslessCodec, a: np.ndarray) -> bytes:
-    data = codec.encode(a)
-    out = codec.decode(data, a.shape, a.dtype)
-    assert out.dtype == a.dtype and out.shape == a.shape
-    np.testing.assert_array_equal(out, a)
-    assert out.flags.writeable and out.flags.c_contiguous
+    (data,) = check_round_trip(codec, [a], contiguous=True)
     return data
 
 
@@ -105,12 +102,12 @@ def test_round_trip_edge_shapes(shape: tuple[int, int, int], predictor: str, dty
 
 
 def test_round_trip_non_native_and_non_contiguous_input() -> None:
-    a = _binned16(_photo())
+    a = _binned16(photo(64, 96))
     codec = LosslessCodec()
     big = a.astype(">u2")
     assert codec.encode(big) == codec.encode(a)
     np.testing.assert_array_equal(codec.decode(codec.encode(big), a.shape, ">u2"), a)
-    view = _photo(40, 60)[:, ::2, ::3]
+    view = photo(40, 60)[:, ::2, ::3]
     assert not view.flags.c_contiguous
     _round_trip(codec, view)
 
@@ -167,7 +164,7 @@ def test_photo_crops_all_predictors(small_photos: dict[str, np.ndarray]) -> None
 
 
 def test_auto_color_is_smallest_for_med() -> None:
-    a = _photo(48, 64)
+    a = photo(48, 64)
     auto = len(LosslessCodec().encode(a))
     fixed = {c: len(LosslessCodec(color=c).encode(a)) for c in COLORS}
     assert auto == min(fixed.values())
@@ -177,7 +174,7 @@ def test_auto_color_is_smallest_for_med() -> None:
 def test_16bit_photos() -> None:
     import zstandard
 
-    a = _binned16(_photo(128, 192))
+    a = _binned16(photo(128, 192))
     assert a.max() > 255
     for pred in ("med", "grad"):
         data = _round_trip(LosslessCodec(predictor=pred, level=FAST), a)
@@ -190,7 +187,7 @@ def test_16bit_photos() -> None:
 
 
 def test_16bit_with_8bit_range_is_coded_at_8_bits() -> None:
-    a = _photo(32, 32).astype(np.uint16)
+    a = photo(32, 32).astype(np.uint16)
     data = _round_trip(LosslessCodec(), a)
     assert read_header(data)["bits"] == 8
     assert len(data) == len(LosslessCodec().encode(a.astype(np.uint8)))
@@ -206,7 +203,7 @@ def test_config_defaults_and_round_trip() -> None:
         for color in ["auto", *COLORS]:
             for level in (1, 19, 22):
                 c = LosslessCodec(predictor=pred, color=color, level=level)
-                d = c.to_dict()
+                d = check_config(c)
                 assert set(d["configuration"]) <= {"predictor", "color", "level"}
                 assert json.loads(json.dumps(d)) == d
                 assert LosslessCodec.from_dict(d) == c
@@ -253,11 +250,11 @@ def _fix_crc(data: bytes) -> bytes:
 
 
 _SAMPLES = {
-    "med8": (LosslessCodec(), _photo(12, 10)),
-    "med16": (LosslessCodec(), _binned16(_photo(24, 20))),
-    "grad8": (LosslessCodec(predictor="grad", level=FAST), _photo(12, 10)),
-    "left16": (LosslessCodec(predictor="left", color="rct", level=FAST), _binned16(_photo(24, 20)).astype(np.int16)),
-    "none1": (LosslessCodec(predictor="none", level=FAST), _photo(5, 7)[:1].copy()),
+    "med8": (LosslessCodec(), photo(12, 10)),
+    "med16": (LosslessCodec(), _binned16(photo(24, 20))),
+    "grad8": (LosslessCodec(predictor="grad", level=FAST), photo(12, 10)),
+    "left16": (LosslessCodec(predictor="left", color="rct", level=FAST), _binned16(photo(24, 20)).astype(np.int16)),
+    "none1": (LosslessCodec(predictor="none", level=FAST), photo(5, 7)[:1].copy()),
 }
 _ENCODED = {k: (c.encode(a), a) for k, (c, a) in _SAMPLES.items()}
 
@@ -283,14 +280,14 @@ def test_decode_rejects_hostile_header_before_allocating() -> None:
     with pytest.raises(CodecError, match="expected"):
         LosslessCodec().decode(_fix_crc(bytes(huge)), a.shape, a.dtype)
     # a JPEG-LS frame bigger than the header: rejected before CharLS decodes it
-    big = LosslessCodec().encode(_photo(48, 40))
+    big = LosslessCodec().encode(photo(48, 40))
     spliced = bytearray(data[:HEADER_SIZE] + big[HEADER_SIZE:])
     struct.pack_into("<I", spliced, 20, len(big) - HEADER_SIZE)
     with pytest.raises(CodecError, match="JPEG-LS frame"):
         LosslessCodec().decode(_fix_crc(bytes(spliced)), a.shape, a.dtype)
     # a zstd frame that declares more content than the header's shape
     zdata, za = _ENCODED["grad8"]
-    zbig = LosslessCodec(predictor="grad", level=FAST).encode(_photo(48, 40))
+    zbig = LosslessCodec(predictor="grad", level=FAST).encode(photo(48, 40))
     spliced = bytearray(zdata[:HEADER_SIZE] + zbig[HEADER_SIZE:])
     struct.pack_into("<I", spliced, 20, len(zbig) - HEADER_SIZE)
     with pytest.raises(CodecError, match="zstd"):
@@ -361,8 +358,7 @@ def test_fuzz_random_bytes(data: bytes, prefix: bool, which: str) -> None:
     blob = good[:HEADER_SIZE] + data if prefix else data
     if blob == good:
         return
-    with pytest.raises(CodecError):
-        LosslessCodec().decode(blob, a.shape, a.dtype)
+    check_hostile(LosslessCodec(), [blob], a.shape, a.dtype, must_raise=True)
 
 
 @settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
@@ -395,15 +391,9 @@ def test_fuzz_corrupted_encodings(which: str, op: str, pos: int, val: int, fix_c
     if fix_crc and len(blob) >= HEADER_SIZE and blob[:4] == MAGIC:
         if len(blob) - HEADER_SIZE != struct.unpack_from("<I", blob, 20)[0]:
             blob = blob[:20] + struct.pack("<I", len(blob) - HEADER_SIZE) + blob[24:]
-        blob = _fix_crc(blob)
-        try:
-            out = LosslessCodec().decode(blob, a.shape, a.dtype)
-        except CodecError:
-            return
-        assert out.shape == a.shape and out.dtype == a.dtype
+        check_hostile(LosslessCodec(), [_fix_crc(blob)], a.shape, a.dtype)
         return
-    with pytest.raises(CodecError):
-        LosslessCodec().decode(blob, a.shape, a.dtype)
+    check_hostile(LosslessCodec(), [blob], a.shape, a.dtype, must_raise=True)
 
 
 def test_decode_rejects_non_bytes() -> None:
@@ -413,60 +403,18 @@ def test_decode_rejects_non_bytes() -> None:
 
 # -- golden vectors --------------------------------------------------------------------------
 
-GOLDEN = sorted(p.name for p in VECTORS.glob("*") if p.is_dir()) if VECTORS.exists() else []
-
-
-def _golden_cases() -> dict[str, tuple[dict, np.ndarray]]:
-    rgb = _photo(21, 37, 140, 200)
-    b16 = _binned16(_photo(24, 34, 60, 220))
-    alpha = (np.arange(b16[0].size, dtype=np.int64).reshape(b16.shape[1:]) * 97 % 1021).astype(np.uint16)
-    return {
-        "00-rgb8-med-auto": ({"name": NAME, "configuration": {}}, rgb),
-        "01-rgb16-med-hp2": ({"name": NAME, "configuration": {"color": "hp2"}}, b16),
-        "02-rgba-int16-grad-rct": (
-            {"name": NAME, "configuration": {"predictor": "grad", "color": "rct", "level": 3}},
-            (np.concatenate([b16, alpha[None]]).astype(np.int32) - 700).astype(np.int16)[:, :9, :13].copy(),
-        ),
-        "03-grey16-small-left": ({"name": NAME, "configuration": {"predictor": "left"}},
-                                 rgb[1:2, :6, :11].astype(np.uint16)),
-        "04-rgb8-1x1-none-hp1": ({"name": NAME, "configuration": {"predictor": "none", "color": "hp1"}},
-                                 np.array([[[200]], [[10]], [[255]]], np.uint8)),
-    }
+GOLDEN = golden_cases("lossless")
 
 
 def test_golden_vectors_exist() -> None:
-    assert GOLDEN == sorted(_golden_cases())
+    assert GOLDEN == sorted(make_golden().CODEC_SETS["lossless"].cases())
 
 
 @pytest.mark.parametrize("name", GOLDEN)
 def test_golden_vector(name: str) -> None:
-    d = VECTORS / name
-    codec = LosslessCodec.from_dict(json.loads((d / "config.json").read_text()))
-    x = np.load(d / "input.npy")
-    encoded = (d / "encoded.bin").read_bytes()
-    out = codec.decode(encoded, x.shape, x.dtype)
-    assert out.dtype == x.dtype
-    np.testing.assert_array_equal(out, x)
-    # encoding today reproduces the committed bytes (for "med" this pins the CharLS output too:
+    # re-encoding reproduces the committed bytes (for "med" this pins the CharLS output too:
     # a CharLS upgrade that changes its bytes fails here while decoding still passes)
-    assert codec.encode(x) == encoded
-
-
-def _write_golden() -> None:
-    for name, (cfg, x) in _golden_cases().items():
-        d = VECTORS / name
-        d.mkdir(parents=True, exist_ok=True)
-        codec = LosslessCodec.from_dict(cfg)
-        (d / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-        np.save(d / "input.npy", x)
-        data = codec.encode(x)
-        (d / "encoded.bin").write_bytes(data)
-        print(name, x.dtype, x.shape, len(data), "bytes", read_header(data))
-
-
-if __name__ == "__main__":
-    if "--write-golden" in sys.argv:
-        _write_golden()
+    check_golden(LosslessCodec, VECTORS / "lossless" / name)
 
 
 # -- decode-speed rewrite of the colour inverse stays exact ---------------------------------

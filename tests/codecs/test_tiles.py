@@ -1,12 +1,15 @@
-"""qpyr.tiles: round trip per class and hostile bytes (only CodecError, never a crash)."""
+"""qpyr.tiles: round trip per class, config, golden vectors and hostile bytes (only CodecError,
+never a crash)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from codec_kit import VECTORS, check_config, check_golden, check_hostile, check_round_trip, golden_cases, photo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from qpyr.codecs import codec_from_dict
 from qpyr.codecs.tiles import TilesChunkCodec
 from qpyr.errors import QpyrError
 
@@ -15,9 +18,7 @@ SHAPE = (1, 3, 40, 56)
 
 def _chunk() -> np.ndarray:
     """``float32 [1, 3, 40, 56]`` in [0, 1]: a crop of a real photo."""
-    from skimage import data
-
-    return np.ascontiguousarray(data.astronaut()[200:240, 200:256].transpose(2, 0, 1)[None].astype(np.float32) / 255)
+    return photo(40, 56, 200, 200)[None].astype(np.float32) / 255
 
 
 CODEC = TilesChunkCodec(tile=16)
@@ -42,18 +43,14 @@ def test_round_trip_error_per_class() -> None:
             assert err <= bound + 1e-6, (k, err)
 
 
-def _decode_or_codec_error(data: bytes) -> None:
-    try:
-        out = CODEC.decode(data, SHAPE, np.dtype(np.float32))
-    except QpyrError:
-        return
-    assert out.shape == SHAPE and out.dtype == np.float32
+def test_plain_encode_round_trips_exactly() -> None:
+    check_round_trip(CODEC, [_chunk(), np.zeros((1, 1, 16, 16), np.float32)])
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.binary(max_size=4096))
 def test_random_bytes_raise_codec_errors_only(data: bytes) -> None:
-    _decode_or_codec_error(data)
+    check_hostile(CODEC, [data], SHAPE, np.float32)
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
@@ -61,8 +58,25 @@ def test_random_bytes_raise_codec_errors_only(data: bytes) -> None:
 def test_mutated_and_truncated_chunks_raise_codec_errors_only(pos: int, val: int, cut: int) -> None:
     buf = bytearray(VALID)
     buf[pos] = val
-    _decode_or_codec_error(bytes(buf))
-    _decode_or_codec_error(VALID[:cut])
+    check_hostile(CODEC, [bytes(buf), VALID[:cut]], SHAPE, np.float32)
+
+
+@pytest.mark.parametrize("codec", [TilesChunkCodec(), TilesChunkCodec(tile=8), TilesChunkCodec(tile=32)])
+def test_config_round_trip(codec: TilesChunkCodec) -> None:
+    check_config(codec)
+
+
+GOLDEN = golden_cases("tiles")
+
+
+def test_golden_vectors_exist() -> None:
+    assert len(GOLDEN) >= 3
+
+
+@pytest.mark.parametrize("name", GOLDEN)
+def test_golden_vector(name: str) -> None:
+    check_golden(codec_from_dict, VECTORS / "tiles" / name,
+                 encode=lambda codec, d: codec.encode_classes(np.load(d / "input.npy"), np.load(d / "classes.npy")))
 
 
 def test_bad_configuration_is_rejected_naming_the_parameter() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from codec_kit import check_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -118,7 +119,7 @@ def test_fixed_range_out_of_range_is_error_unless_clamp():
 @pytest.mark.parametrize("cfg", INT_CONFIGS + [dict(dtype="float16"), dict(dtype="source"), dict(dtype="uint8", range=(0.0, 1.0), clamp=True)], ids=str)
 def test_config_round_trip(cfg):
     q = Quantizer(**cfg)
-    d = q.to_dict()
+    d = check_config(q, codec_document=False)
     assert Quantizer.from_dict(d) == q
     assert "scheme" not in d or d["scheme"] != "affine"  # defaults are left out
 

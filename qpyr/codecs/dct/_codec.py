@@ -263,6 +263,7 @@ class DctCodec:
 
 
 def _decode_coefficients(data: bytes, shape: tuple[int, ...]) -> DctCoefficients | JfifStream:
+    """The header checked against ``shape``, then the body handed to its entropy mode's decoder."""
     if len(shape) != 3:
         raise CodecError(f"Expected shape (C, H, W). Got {shape}.")
     flags, c, h, w, tables, pos = _parse_header(data)

@@ -35,6 +35,8 @@ class _Adapter:
     def create(cls, **config: Any) -> Self:
         try:
             return cls(cls._inner_class()(**config))
+        except CodecError:
+            raise
         except (ValueError, TypeError) as e:
             raise CodecError(str(e)) from e
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import torch
 
+from qpyr.errors import CodecError
+
 __all__ = [
     "RGB_TO_YCBCR",
     "YCBCR_TO_RGB",
@@ -53,11 +55,11 @@ _CHROMA_OFFSET = 128.0
 
 def _check(x: torch.Tensor, channels: int | None = None) -> None:
     if x.dim() != 4:
-        raise ValueError(f"Expected a tensor [N, C, H, W]. Got shape {tuple(x.shape)}.")
+        raise CodecError(f"Expected a tensor [N, C, H, W]. Got shape {tuple(x.shape)}.")
     if channels is not None and x.shape[1] != channels:
-        raise ValueError(f"Expected {channels} channels. Got shape {tuple(x.shape)}.")
+        raise CodecError(f"Expected {channels} channels. Got shape {tuple(x.shape)}.")
     if not x.is_floating_point():
-        raise ValueError(f"Expected a floating-point tensor. Got {x.dtype}.")
+        raise CodecError(f"Expected a floating-point tensor. Got {x.dtype}.")
 
 
 def _mix(
@@ -94,7 +96,7 @@ def downsample_420(x: torch.Tensor) -> torch.Tensor:
     _check(x)
     h, w = x.shape[-2:]
     if h % 2 or w % 2:
-        raise ValueError(f"Expected even height and width. Got {h}x{w}.")
+        raise CodecError(f"Expected even height and width. Got {h}x{w}.")
     return _down_axis(_down_axis(x, 2), 3)
 
 
@@ -118,7 +120,7 @@ def upsample_420(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     _check(x)
     h, w = x.shape[-2:]
     if not (2 * h - 1 <= height <= 2 * h and 2 * w - 1 <= width <= 2 * w):
-        raise ValueError(f"Expected output size within one sample of {2 * h}x{2 * w}. Got {height}x{width}.")
+        raise CodecError(f"Expected output size within one sample of {2 * h}x{2 * w}. Got {height}x{width}.")
     # Bilinear 2x with align_corners=False is exactly the triangle filter above: output 2i
     # samples input coordinate i - 1/4, output 2i + 1 samples i + 1/4, edges clamped.
     y = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from qpyr.errors import PolicyError, RangeError
+from qpyr.errors import CodecError, PolicyError, RangeError
 
 __all__ = [
     "normalize",
@@ -372,7 +372,7 @@ class Quantizer:
         if not self.is_integer:
             return stored.to(torch.float32)
         if params is None:
-            raise ValueError(f"Expected qparams for dtype {self.dtype.value}. Got None.")
+            raise CodecError(f"Expected qparams for dtype {self.dtype.value}. Got None.")
         lead = stored.dim() - 3
         s = params.select(lead, 0)
         z = params.select(lead, 1)

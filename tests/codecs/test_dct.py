@@ -640,7 +640,7 @@ def test_jfif_cuda_path_hands_the_completed_stream_to_the_gpu_decoder(monkeypatc
         with Image.open(io.BytesIO(seen[-1])) as im:
             return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
 
-    monkeypatch.setattr(dct, "_NVJPEG", [fake_decode_jpeg])
+    monkeypatch.setattr(dct._jfif, "_NVJPEG", [fake_decode_jpeg])
     x = _photo(40, 56)
     codec = DctCodec(quality=70, entropy="jfif", chroma="420")
     data = codec.encode(x)
@@ -675,7 +675,7 @@ def test_jfif_batch_decode_on_cuda_is_one_decoder_call(monkeypatch) -> None:
         return [torch.from_numpy(np.array(Image.open(io.BytesIO(bytes(d.numpy()))).convert("RGB"))).permute(2, 0, 1)
                 for d in data]
 
-    monkeypatch.setattr(dct, "_NVJPEG", [fake_decode_jpeg])
+    monkeypatch.setattr(dct._jfif, "_NVJPEG", [fake_decode_jpeg])
     codec = DctCodec(quality=70, entropy="jfif", chroma="444")
     xs = [_photo(40, 56), _photo(48, 32)]
     payloads = [codec.decode_coefficients(codec.encode(x), x.shape) for x in xs]
@@ -688,5 +688,5 @@ def test_jfif_batch_decode_on_cuda_is_one_decoder_call(monkeypatch) -> None:
              for x, p in zip(xs, payloads, strict=True)]
     codes = _batched_codes(items, {}, torch.device("cuda"))
     assert calls == [2, 2] and sorted(codes) == [0, 1] and tuple(codes[0].shape) == (3, 37, 56)
-    monkeypatch.setattr(dct, "_NVJPEG", [lambda data, device: (_ for _ in ()).throw(TypeError("old"))])
+    monkeypatch.setattr(dct._jfif, "_NVJPEG", [lambda data, device: (_ for _ in ()).throw(TypeError("old"))])
     assert codec.reconstruct_batch(payloads, torch.device("cuda")) is None and _batched_codes(items, {}, torch.device("cuda")) == {}

@@ -1,6 +1,6 @@
 """The ``adaptive`` policy: per level, DCT quality from measured content.
 
-Per level (normalized units, :mod:`qpyr.content`) the policy measures the **edge density**
+Per level (normalized units, :mod:`qpyr.policies.content`) the policy measures the **edge density**
 ``e`` and the **texture entropy** ``H`` and puts each in a tier::
 
     tier(e) = 0 if e < edge_lo (0.10),   1 if e < edge_hi (0.40),   else 2
@@ -25,11 +25,12 @@ import numpy as np
 
 from qpyr.codecs.encoding import Encoding
 from qpyr.errors import PolicyError
+from qpyr.policies._params import _parse_float, _parse_int
 from qpyr.policies.content import level_measures
+from qpyr.policies.dct import dct_encoding
+from qpyr.policies.lossless import lossless_encoding
 
-__all__ = ["AdaptivePolicy", "KEYS"]
-
-KEYS = ("edge_lo", "edge_hi", "entropy_lo", "entropy_hi", "q_low", "q_mid", "q_high", "chroma_min")
+__all__ = ["AdaptivePolicy", "parse"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,6 @@ class AdaptivePolicy:
         return max(te, th), m
 
     def plan(self, levels: list[np.ndarray], source_dtype: np.dtype[Any]) -> list[Encoding]:
-        from qpyr.policies import dct_encoding, lossless_encoding
-
         dt = np.dtype(source_dtype)
         out = []
         for lv in levels:
@@ -88,9 +87,7 @@ class AdaptivePolicy:
 
 
 def parse(params: dict[str, str]) -> AdaptivePolicy:
-    from qpyr.policies import _check_keys, _parse_float, _parse_int
-
-    _check_keys("adaptive", params, KEYS)
+    """``adaptive`` from its parameters (names already checked by :func:`qpyr.policies.parse_policy`)."""
     d = AdaptivePolicy()
 
     def f(k: str, default: float, hi: float) -> float:

@@ -27,18 +27,18 @@ import numpy as np
 from qpyr.codecs.encoding import Encoding, default_codec
 from qpyr.codecs.quant import Granularity, Quantizer, StoredType
 from qpyr.errors import PolicyError
+from qpyr.policies._params import _parse_float, _parse_int
+from qpyr.policies.dct import dct_encoding, pool_dct_quality
 from qpyr.policies.encode import EncodedLevel, encode_level
+from qpyr.policies.lossless import lossless_encoding
 
-__all__ = ["BudgetPolicy", "candidates", "pareto", "KEYS", "DCT_QUALITIES"]
+__all__ = ["BudgetPolicy", "candidates", "pareto", "DCT_QUALITIES", "parse"]
 
-KEYS = ("bytes", "weights", "ssim", "qualities")
 DCT_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 80, 85, 90, 95, 98)
 
 
 def candidates(level: np.ndarray, source_dtype: np.dtype[Any], qualities: tuple[int, ...] = DCT_QUALITIES) -> list[Encoding]:
     """The candidate encodings of one level (see the module docstring)."""
-    from qpyr.policies import dct_encoding, lossless_encoding
-
     dt = np.dtype(source_dtype)
     c, h, w = level.shape
     out = [lossless_encoding(dt, c)]
@@ -145,9 +145,7 @@ class BudgetPolicy:
         return [e.encoding for e in self.choose(self.evaluate(levels, source_dtype))]
 
     def plan_encoded(self, levels: list[np.ndarray], source_dtype: np.dtype[Any], *, slots_per_task: int) -> list[EncodedLevel]:
-        """As stored: DCT levels pooled into one bucket whatever their quality (``policy.pool_dct_quality``)."""
-        from qpyr.policies import pool_dct_quality
-
+        """As stored: DCT levels pooled into one bucket whatever their quality (:func:`qpyr.policies.dct.pool_dct_quality`)."""
         return [pool_dct_quality(e) for e in self.choose(self.evaluate(levels, source_dtype, slots_per_task=slots_per_task))]
 
     def describe(self) -> dict[str, Any]:
@@ -160,9 +158,7 @@ class BudgetPolicy:
 
 
 def parse(params: dict[str, str]) -> BudgetPolicy:
-    from qpyr.policies import _check_keys, _parse_float, _parse_int
-
-    _check_keys("budget", params, KEYS)
+    """``budget`` from its parameters (names already checked by :func:`qpyr.policies.parse_policy`)."""
     if "bytes" not in params:
         raise PolicyError("Policy 'budget' needs bytes=B (stored bytes per image, e.g. budget:bytes=60000).")
     b = _parse_int("bytes", params["bytes"], 1, 2**62)

@@ -17,6 +17,7 @@ import torch
 from qpyr.codecs import is_lossy
 from qpyr.codecs.encoding import Encoding
 from qpyr.codecs.quant import pack_nibbles, value_scale_for
+from qpyr.errors import CodecError
 from qpyr.format.layout import BucketSpec, size_class
 from qpyr.format.shard import add_crc, strip_crc
 
@@ -175,7 +176,7 @@ def encode_level(
             pt = torch.from_numpy(params) if params is not None else None
             recon = q.dequantize(t, pt, value_scale=value_scale_for(source_dtype))
             if lossy and recon.shape != level.shape:  # defensive: never compare misaligned arrays
-                raise ValueError(f"decoded level shape {tuple(recon.shape)} != {level.shape}")
+                raise CodecError(f"Expected the decoded level in shape {level.shape}. Got {tuple(recon.shape)}.")
             if tiled and coarser is not None:
                 from qpyr.codecs.tiles import fill_pruned
 

@@ -30,6 +30,7 @@ from qpyr.codecs.encoding import Encoding
 from qpyr.codecs.quant import Quantizer, StoredType, normalize
 from qpyr.codecs.tiles import CLASSES, TilesChunkCodec
 from qpyr.errors import PolicyError
+from qpyr.policies._params import _parse_bool, _parse_float, _parse_int
 from qpyr.policies.content import gradient, gray, tile_reduce
 from qpyr.policies.encode import EncodedLevel, encode_level
 
@@ -142,9 +143,6 @@ def _zstd() -> Any:
 
 
 def parse(params: dict[str, str]) -> SaliencyPolicy:
-    from qpyr.policies import _check_keys, _parse_bool, _parse_float, _parse_int
-
-    _check_keys("saliency", params, KEYS)
     t = params.get("tile", "64")
     tile = _parse_int("tile", t, 8, 256)
     th = tuple(_parse_float(k, params[k], 0.0, 1.0) if k in params else d
@@ -156,9 +154,6 @@ def parse(params: dict[str, str]) -> SaliencyPolicy:
         raise
     except Exception as e:  # CodecError from the tile check
         raise PolicyError(str(e)) from e
-
-
-KEYS = ("tile", "prune", "int4", "int8", "fp16", "frames")
 
 
 # ---------------------------------------------------------------------------- reader side

@@ -283,7 +283,7 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
     if cat.get("dtypes", DTYPE_CODES) != DTYPE_CODES:
         raise FormatError(f"{where}.catalog.dtypes: expected exactly {DTYPE_CODES} in format 1.x.")
     _validate_level_summary(m, encs, where)
-    if "plan" in m:  # optional (format 1.1, issue #7): what the policy decided
+    if "plan" in m:  # optional (format 1.1): what the policy decided
         from qpyr.format.plan import validate_plan
 
         validate_plan(m["plan"], where)

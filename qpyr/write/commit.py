@@ -30,8 +30,13 @@ from qpyr.write.options import PackOptions
 
 __all__ = ["commit", "finish", "rollback"]
 
+_TMP = re.compile(r"\.tmp-[0-9a-f]{8}$")
+#: Receipts fetched per request batch during the commit (concurrently on async backends).
+_RECEIPT_BATCH = 32
+
 
 def _receipt_block(r: dict[str, Any], bindex: dict[str, int], buckets: dict[str, dict[str, Any]]) -> tuple[Any, ...]:
+    """A receipt's items as a block of catalog rows: the arguments of :meth:`CatalogWriter.add`."""
     items = r["items"]
     m = len(items)
     nl = max((len(it["levels"]) for it in items), default=0)
@@ -50,11 +55,6 @@ def _receipt_block(r: dict[str, Any], bindex: dict[str, int], buckets: dict[str,
                             ssim if ssim is not None else math.nan]
             eids[li].append(buckets[lv["bucket"]]["encoding"])
     return [it["name"] for it in items], sources, tabs, [q.astype(np.float32) for q in quals], eids, quals
-
-
-_TMP = re.compile(r"\.tmp-[0-9a-f]{8}$")
-#: Receipts fetched per request batch during the commit (concurrently on async backends).
-_RECEIPT_BATCH = 32
 
 
 def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, previous: Any = None) -> dict[str, Any]:

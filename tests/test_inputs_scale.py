@@ -155,7 +155,8 @@ def test_listing_memory_does_not_grow_with_the_number_of_inputs(tmp_path):
     """The writer's listing pass over 60,000 list entries holds 8 bytes per name (a hash to
     find duplicates), not the entries: an eager list of refs would take ~12 MB here."""
     from qpyr.io.storage import ObjectStore
-    from qpyr.write.writer import PackOptions, _list_inputs
+    from qpyr.write import PackOptions
+    from qpyr.write.listing import list_inputs
 
     peaks = {}
     for n in (10_000, 60_000):
@@ -165,7 +166,7 @@ def test_listing_memory_does_not_grow_with_the_number_of_inputs(tmp_path):
                 f.write(f"/data/images/class{i % 1000:04d}/image_{i:08d}.jpg\n")
         ostore = ObjectStore(str(tmp_path / f"s{n}"))
         tracemalloc.start()
-        listing = _list_inputs(FileList(str(lst)), ostore, PackOptions(policy="lossless"), session=f"x{n}",
+        listing = list_inputs(FileList(str(lst)), ostore, PackOptions(policy="lossless"), session=f"x{n}",
                                mode="pack", first_task=0, storage_options=None, previous_names=None)
         peaks[n] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from qpyr.errors import InputError
+
 __all__ = ["size_class", "tile_side", "BucketSpec", "TARGET_SHARD_BYTES", "MAX_SHARD_SIDE"]
 
 #: Target raw (uncompressed) bytes per shard when choosing items per shard.
@@ -34,7 +36,7 @@ TILE = 256
 def size_class(side: int) -> int:
     """Round ``side`` up to its size class (multiple of 16, < 25 % larger for sides >= 64)."""
     if side < 1:
-        raise ValueError(f"Expected a positive side. Got {side}.")
+        raise InputError(f"Expected a positive side. Got {side}.")
     q = max(16, 2 ** int(math.floor(math.log2(side))) // 4)
     return -(-side // q) * q
 

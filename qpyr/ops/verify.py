@@ -70,7 +70,7 @@ class _Checker:
 
 
 def _expected_docs(b: dict[str, Any], encodings: dict[str, Any]) -> dict[str, Any]:
-    from qpyr.write.writer import bucket_docs
+    from qpyr.format.documents import bucket_docs
 
     return {k: json.loads(v) for k, v in bucket_docs(b, b["slots"], encodings).items()}
 

@@ -1,0 +1,54 @@
+"""Pack options: everything a pack task needs besides its inputs (JSON-serializable, sent to workers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from qpyr.errors import InputError
+from qpyr.io.inputs import DEFAULT_PIXEL_LIMIT
+from qpyr.io.pyramid import DEFAULT_MIN_SIDE, Filter
+from qpyr.policies import parse_floors, parse_policy, with_floors
+
+__all__ = ["PackOptions", "DEFAULT_SLOTS_PER_TASK"]
+
+#: Consecutive items per pack task (and slots each task owns in a bucket it writes).
+DEFAULT_SLOTS_PER_TASK = 256
+
+
+@dataclass(frozen=True)
+class PackOptions:
+    """Everything a task needs besides its inputs (JSON-serializable, sent to workers)."""
+
+    policy: str
+    levels: int | None = None
+    filter: str = Filter.AREA.value
+    min_side: int = DEFAULT_MIN_SIDE
+    pixel_limit: int = DEFAULT_PIXEL_LIMIT
+    nonfinite: str = "error"
+    slots_per_task: int = DEFAULT_SLOTS_PER_TASK
+    measure_quality: bool = True
+    #: quality floors: "X" (every level) or "L:X" (level L), see policy.parse_floors
+    min_ssim: tuple[str, ...] = ()
+    min_psnr: tuple[str, ...] = ()
+    #: ``(path, slots_per_task)`` of existing buckets (an append) created with another
+    #: ``slots_per_task``: their geometry (items per shard, task slot ranges) is fixed
+    bucket_slots: tuple[tuple[str, int], ...] = ()
+
+    def make_policy(self) -> Any:
+        """The policy with the floors applied."""
+        return with_floors(parse_policy(self.policy), parse_floors(list(self.min_ssim) or None, list(self.min_psnr) or None))
+
+    def __post_init__(self) -> None:
+        if self.levels is not None and not 1 <= self.levels <= 32:
+            raise InputError(f"Expected levels in 1..32. Got {self.levels}.")
+        if self.nonfinite not in ("error", "replace"):
+            raise InputError(f"Expected nonfinite 'error' or 'replace'. Got {self.nonfinite!r}.")
+        if not 1 <= self.slots_per_task <= 2**20:
+            raise InputError(f"Expected slots_per_task in 1..{2**20}. Got {self.slots_per_task}.")
+        if any(not 1 <= s <= 2**20 for _, s in self.bucket_slots):
+            raise InputError(f"Expected bucket slots_per_task in 1..{2**20}. Got {self.bucket_slots}.")
+        if self.pixel_limit < 1:
+            raise InputError(f"Expected a positive pixel limit. Got {self.pixel_limit}.")
+        Filter(self.filter)
+        self.make_policy()  # validate the policy and floors early

@@ -46,7 +46,7 @@ def _full_pack_bytes(corpus: Path, policy: str, *, quality: bool = False) -> int
     of the catalog's quality table and the manifest's quality summary.
     """
     from qpyr.estimate.packing import drop_memory_store, memory_url, torch_single_thread
-    from qpyr.write.writer import PackOptions, run_pack
+    from qpyr.write import PackOptions, run_pack
 
     url = memory_url()
     try:
@@ -260,7 +260,7 @@ def test_glob_source(small_corpus) -> None:
 
 
 def test_default_policies_follow_qpyr_default_policy(monkeypatch) -> None:
-    """Without --policy the comparison is mixed + qpyr.policy.DEFAULT_POLICY, read at call time."""
+    """Without --policy the comparison is mixed + qpyr.policies.DEFAULT_POLICY, read at call time."""
     import qpyr.policies
 
     rng = np.random.default_rng(1)

@@ -2,7 +2,7 @@
 
 For every photo, builds the pyramid qpyr builds (area filter, automatic level count), then:
 
-- **qpyr default** (``qpyr.policy.DEFAULT_POLICY``): packs all photos into one local store and
+- **qpyr default** (``qpyr.policies.DEFAULT_POLICY``): packs all photos into one local store and
   reports the bytes on disk (everything a bucket would bill: data, shard indexes, zarr.json,
   catalog) and the payload bytes (per-item chunk bytes + index entries), each as a ratio to the
   fp32 pyramid (C x H x W x 4 bytes per level), and the lowest RGB-SSIM of any level of any

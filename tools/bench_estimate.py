@@ -11,7 +11,7 @@
    error for seed 0 and, over ``--seeds`` seeds, the largest error, the share within +-5 % and
    the share of 90 % intervals that contain the truth. Target: within +-5 %.
 
-The speed run compares the default policies (``mixed`` and ``qpyr.policy.DEFAULT_POLICY``, plus
+The speed run compares the default policies (``mixed`` and ``qpyr.policies.DEFAULT_POLICY``, plus
 the baselines); ``--speed-policy`` replaces them. The accuracy runs use fp32, fp16, lossless and
 mixed, plus every ``--policy``.
 
@@ -65,7 +65,7 @@ def true_bytes(corpus: Path, policies: list[str]) -> dict[str, int]:
     from qpyr.io.inputs import discover, load
     from qpyr.io.pyramid import build_pyramid
     from qpyr.read.store import open_store
-    from qpyr.write.writer import PackOptions, run_pack
+    from qpyr.write import PackOptions, run_pack
 
     torch.set_num_threads(1)
     out: dict[str, int] = {}

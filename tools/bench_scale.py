@@ -42,7 +42,7 @@ import torch
 url, src, policy, threads, spt = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
 warm = sys.argv[6] if len(sys.argv) > 6 else ""
 if threads == -1:  # exactly what a Dask worker process runs with
-    from qpyr.write.writer import tune_worker_process
+    from qpyr.write import tune_worker_process
     tune_worker_process()
 elif threads:
     torch.set_num_threads(threads)

@@ -27,7 +27,7 @@ LABELS = {"fp32": "fp32 pyramid", "fp16": "fp16 pyramid", "lossless": "lossless 
 
 def policy_list(policies: Sequence[str] | str | None) -> list[tuple[str, bool, bool]]:
     """[(canonical spec, baseline, requested)]: baselines first, then the requested ones
-    (default: ``mixed`` and :data:`qpyr.policy.DEFAULT_POLICY`, read when called)."""
+    (default: ``mixed`` and :data:`qpyr.policies.DEFAULT_POLICY`, read when called)."""
     from qpyr.policies import DEFAULT_POLICY, parse_policy
 
     if isinstance(policies, str):

@@ -87,7 +87,7 @@ def estimate(
             existing ``.txt``/``.lst`` file: one path or URL per line), arrays — as
             :func:`qpyr.pack` takes them.
         policies: policy specs to compare (default: ``mixed`` and
-            :data:`qpyr.policy.DEFAULT_POLICY`). The
+            :data:`qpyr.policies.DEFAULT_POLICY`). The
             baselines fp32, fp16, lossless and JPEG q90 per level are always included.
         sample: images to pack (seeded, stratified by file size).
         seed: seed of every random choice (reservoir, strata, bootstrap): same inputs and seed,

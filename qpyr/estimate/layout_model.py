@@ -76,7 +76,8 @@ class StoreCalibration:
 
 
 def calibrate(packed: Packed, n_items: int) -> StoreCalibration:
-    from qpyr.format.manifest import MANIFEST_KEY, group_doc
+    from qpyr.format.documents import group_doc
+    from qpyr.format.manifest import MANIFEST_KEY
 
     m = packed.manifest
     paths = [b["path"] for b in m["buckets"]]

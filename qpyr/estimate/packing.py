@@ -81,7 +81,7 @@ def pack_sample(spec: str, arrays: list[np.ndarray], names: list[str], quality: 
     from qpyr.io.storage import ObjectStore
     from qpyr.policies import parse_policy
     from qpyr.read.store import open_store
-    from qpyr.write.writer import PackOptions, run_pack
+    from qpyr.write import PackOptions, run_pack
 
     pairs = [(nm, np.moveaxis(a, 0, -1)) for nm, a in zip(names, arrays, strict=True)]
     url, qurl = memory_url(), memory_url()

@@ -56,7 +56,7 @@ class Planner:
     def __init__(self, spec: str, packed: Packed, sample_geoms: Sequence[Geom]):
         from qpyr.codecs.encoding import Encoding
         from qpyr.policies import parse_policy
-        from qpyr.write.writer import DEFAULT_SLOTS_PER_TASK
+        from qpyr.write import DEFAULT_SLOTS_PER_TASK
 
         self.policy = parse_policy(spec)
         self.spt = DEFAULT_SLOTS_PER_TASK

@@ -1,5 +1,5 @@
 """``qpyr estimate`` / ``qpyr.estimate(...)``: accuracy against a real full pack, intervals,
-determinism, existing stores, JSON schema, plot, and every bad input of issue #6."""
+determinism, existing stores, JSON schema, plot, and every bad input the estimator refuses."""
 
 from __future__ import annotations
 

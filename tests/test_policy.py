@@ -41,7 +41,7 @@ def test_default_policy_is_registered():
     ("lossless:codec=png", "qpyr or zstd"),
     ("int8:clamp=maybe", "true/false"),
     ("int8:scheme", "key=value"),
-    # content-adaptive, saliency and budget policies (issue #7)
+    # content-adaptive, saliency and budget policies
     ("saliency:size=3", "Unknown parameter(s) ['size'] for policy 'saliency'; valid: tile, prune, int4, int8, fp16, frames"),
     ("adaptive:q=3", "valid: edge_lo, edge_hi"),
     ("budget:b=3", "valid: bytes, weights, ssim, qualities"),

@@ -1,4 +1,4 @@
-"""Benchmark the issue #7 policies on real photos (scikit-image's, no downloads).
+"""Benchmark the content-adaptive, saliency and budget policies on real photos (scikit-image's, no downloads).
 
 1. ``budget`` vs ``mixed`` vs uniform encodings at equal bytes, per photo: for a sweep of
    budgets (fractions of the bytes ``mixed`` stores), the mean SSIM across levels and the SSIM

@@ -14,7 +14,7 @@ as they do not depend on the load other processes put on the machine. One-proces
 torch thread and with exactly a worker's tuning (``writer.tune_worker_process``) are printed
 for reference.
 
-Targets (issue #5): peak RSS at N = 10k within 1.2x of N = 1k; objects per level ~ N /
+Targets (scale-out): peak RSS at N = 10k within 1.2x of N = 1k; objects per level ~ N /
 items-per-shard; 2-worker Dask >= 1.6x the single-process images/s on a 2-core machine.
 
     python tools/bench_scale.py                 # N = 1,000 and 10,000, qpyr's default policy

@@ -13,8 +13,8 @@ the same way: :mod:`qpyr.read.selection`) and then runs in two halves:
 * :meth:`LevelPayload.decode` — transfer and arithmetic as torch ops on the target device.
 
 ``read`` / ``read_batch`` are the two halves back to back, with pruned ``qpyr.tiles`` tiles
-filled from the coarser level (:mod:`qpyr.read.pruned`). zarr-python is not on this path: it
-costs milliseconds per chunk read, the items of a coarse level take microseconds.
+filled from the coarser level (:mod:`qpyr.read.pruned`). zarr-python is not on this path: its
+cost per call is larger than the whole decode of a coarse level's item.
 """
 
 from __future__ import annotations

@@ -412,7 +412,7 @@ def test_file_and_memory_urls(tmp_path, small_photos):
 
 
 def test_batches_touching_more_shards_than_the_caches_hold(tmp_path, small_photos, monkeypatch):
-    import qpyr.read.store as qs
+    import qpyr.read.fetch as qs
 
     items = {f"{n}-{k}": a for k in range(3) for n, a in small_photos.items()}
     url = str(tmp_path / "s.qpyr")

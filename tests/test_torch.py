@@ -17,8 +17,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 import qpyr
 from qpyr.errors import InputError
 from qpyr.read.payload import LevelPayload
-from qpyr.torch.collate import AspectRatioBucketSampler, collate_list, collate_padded, pad_batch
-from qpyr.torch.datasets import PyramidDataset, StreamingPyramidDataset, decode_batch
+from qpyr.torch.collate import collate_list, collate_padded, pad_batch
+from qpyr.torch.datasets import PyramidDataset, StreamingPyramidDataset
+from qpyr.torch.decode import decode_batch
+from qpyr.torch.samplers import AspectRatioBucketSampler
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The ``saliency`` policy: per-tile precision within a level, stored with ``qpyr.tiles``.
 
-Per tile of ``tile x tile`` pixels of a level (normalized units, see :mod:`qpyr.content`)::
+Per tile of ``tile x tile`` pixels of a level (normalized units, see :mod:`qpyr.policies.content`)::
 
     edge      = sqrt(min(1, mean gradient magnitude / 0.25))
     colour    = sqrt(min(1, mean over channels of the tile's std / 0.25))
@@ -34,7 +34,7 @@ from qpyr.policies._params import _parse_bool, _parse_float, _parse_int
 from qpyr.policies.content import gradient, gray, tile_reduce
 from qpyr.policies.encode import EncodedLevel, encode_level
 
-__all__ = ["SaliencyPolicy", "tile_scores", "classify", "fill_levels", "DEFAULT_THRESHOLDS"]
+__all__ = ["SaliencyPolicy", "tile_scores", "classify", "DEFAULT_THRESHOLDS"]
 
 #: Upper score bounds of prune, int4, int8, fp16 (fp32 above the last).
 DEFAULT_THRESHOLDS = (0.05, 0.15, 0.35, 0.60)
@@ -154,39 +154,3 @@ def parse(params: dict[str, str]) -> SaliencyPolicy:
         raise
     except Exception as e:  # CodecError from the tile check
         raise PolicyError(str(e)) from e
-
-
-# ---------------------------------------------------------------------------- reader side
-def fill_levels(store: Any, item: int | str, out: dict[int, torch.Tensor], region: Any,
-                device: Any, dtype: torch.dtype) -> dict[int, torch.Tensor]:
-    """Fill NaN (pruned) samples of decoded ``qpyr.tiles`` levels from the next coarser level
-    (read if not in ``out``; itself filled first). Region reads fill from the whole coarser
-    level upsampled to the whole finer level, then cropped to the window."""
-    pending = sorted((li for li, t in out.items() if t.is_floating_point() and bool(torch.isnan(t).any())),
-                     reverse=True)
-    if not pending:
-        return out
-    from qpyr.codecs.tiles import fill_pruned
-
-    i = store.item_index(item)
-    n = store.item_levels(i)
-    full_cache: dict[int, torch.Tensor] = {}
-
-    def full(li: int) -> torch.Tensor:
-        if li not in full_cache:
-            t = store.read(i, [li], device=device, dtype=torch.float32)[li]  # filled recursively
-            full_cache[li] = t
-        return full_cache[li]
-
-    for li in pending:
-        if li + 1 >= n:
-            continue
-        t = out[li]
-        if region is None:
-            coarse = out[li + 1] if (li + 1 in out and not bool(torch.isnan(out[li + 1]).any())) else full(li + 1)
-            out[li] = fill_pruned(t.to(torch.float32), coarse).to(dtype)
-        else:
-            whole = full(li)  # the whole level, read (and so filled) without a region
-            y0, x0 = region[0] >> li, region[1] >> li
-            out[li] = whole[:, y0:y0 + t.shape[1], x0:x0 + t.shape[2]].to(dtype)
-    return out

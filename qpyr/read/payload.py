@@ -1,6 +1,6 @@
 """Level payloads: what a read fetches and entropy-decodes on the CPU, and how it becomes values.
 
-A read has two halves. :meth:`qpyr.store.Store.fetch` does the I/O and the byte-level
+A read has two halves. :meth:`qpyr.read.store.Store.fetch` does the I/O and the byte-level
 decoding on the CPU and returns one :class:`LevelPayload` per level: the stored samples
 (integers, 4-bit codes still packed two per byte, half floats ...) with their quantization
 parameters, or, for codecs that split their decoder (see below), the entropy-decoded
@@ -13,25 +13,24 @@ Payloads are plain picklable objects holding CPU tensors: DataLoader workers can
 (tensors travel through shared memory) and the main process decodes a batch on the GPU with
 :func:`decode_payloads`.
 
-Split codecs: a chunk codec (or its ``inner`` codec) with ``decode_coefficients(data, shape)``
-(CPU, bytes → any picklable payload; ``shape`` is the chunk's ``(C, H, W)``) and
-``reconstruct(payload, device, dtype)`` (torch ops on ``device`` → ``Tensor[C, H, W]`` of stored
-samples of ``dtype``, rounded exactly as the codec's ``decode``) is decoded in two halves when
-asked for, so both paths give identical samples. A ``reconstruct(payload, device)`` without the
-dtype argument returns unrounded floats, which are rounded half up and clamped.
+Split codecs: a chunk codec (or its ``inner`` codec) that is a
+:class:`~qpyr.read.protocols.SplitDecoder` is decoded in two halves when asked for
+(entropy decoding on the CPU, reconstruction on the device), so both paths give identical
+samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from qpyr.codecs.quant import Granularity, Quantizer, StoredType, unpack_nibbles
+from qpyr.errors import FormatError
+from qpyr.read.protocols import BatchReconstructor, SplitDecoder, split_codec
 
 __all__ = ["LevelPayload", "PayloadBatch", "StoredLevel", "decode_payloads", "split_codec", "torch_dtype"]
 
@@ -48,44 +47,12 @@ def torch_dtype(dt: np.dtype[Any]) -> torch.dtype:
     return _TORCH_DTYPES[np.dtype(dt).name]
 
 
-def split_codec(codec: Any) -> Any | None:
-    """The object implementing ``decode_coefficients``/``reconstruct`` for ``codec``, or None."""
-    for c in (codec, getattr(codec, "inner", None)):
-        if c is not None and hasattr(c, "decode_coefficients") and hasattr(c, "reconstruct"):
-            return c
-    return None
-
-
 def _to(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
     if t.device == dev:
         return t
     if dev.type == "cuda" and t.device.type == "cpu":
         return (t if t.is_pinned() else t.pin_memory()).to(dev, non_blocking=True)
     return t.to(dev)
-
-
-_TAKES_DTYPE: dict[type, bool] = {}
-
-
-def _takes_dtype(codec: Any) -> bool:
-    t = type(codec)
-    if t not in _TAKES_DTYPE:
-        try:
-            _TAKES_DTYPE[t] = len(inspect.signature(codec.reconstruct).parameters) >= 3
-        except (TypeError, ValueError):
-            _TAKES_DTYPE[t] = False
-    return _TAKES_DTYPE[t]
-
-
-def reconstruct_tile(codec: Any, co: Any, dev: torch.device, sdt: torch.dtype) -> torch.Tensor:
-    """A split codec's reconstruction of one chunk, as stored samples of dtype ``sdt``."""
-    if _takes_dtype(codec):
-        return codec.reconstruct(co, dev, sdt)  # the codec rounds exactly as its decode() does
-    r = codec.reconstruct(co, dev)
-    if sdt.is_floating_point:
-        return r.to(sdt)
-    info = torch.iinfo(sdt)
-    return torch.floor(r + 0.5).clamp_(info.min, info.max).to(sdt)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -139,11 +106,11 @@ class LevelPayload:
             ``(y, x, coefficients)`` of each chunk, in sample coordinates relative to the
             result, and ``tile_shape`` the chunks' ``(C, H, W)``.
         stored_dtype: numpy name of the stored sample type.
-        pruned: the level's codec (``qpyr.tiles``) may leave pruned tiles as NaN, for the
-            reader to fill from the next coarser level (``qpyr.saliency.fill_levels``).
-        coarser: for a pruned whole-level payload fetched for device-side decoding, the next
-            coarser level's payload (with its own ``coarser`` if it is pruned too):
-            :meth:`decode` fills the pruned tiles from it exactly as ``Store.read`` does.
+        pruned: the level's codec (``qpyr.tiles``) may leave pruned tiles as NaN, to be
+            filled from the next coarser level (:mod:`qpyr.read.pruned`).
+        coarser: for a pruned whole-level payload, the next coarser level's payload (with its
+            own ``coarser`` if it is pruned too), attached by :func:`qpyr.read.pruned.with_coarser`:
+            :meth:`decode` fills the pruned tiles from it, wherever it runs.
     """
 
     quantizer: Quantizer
@@ -156,7 +123,7 @@ class LevelPayload:
     samples: torch.Tensor | None = None
     col: int = 0
     params: torch.Tensor | None = None
-    codec: Any = None
+    codec: SplitDecoder | None = None
     tiles: tuple[tuple[int, int, Any], ...] = ()
     tile_shape: tuple[int, int, int] = (0, 0, 0)
     pruned: bool = False
@@ -205,11 +172,14 @@ class LevelPayload:
 
     def _reconstruct(self, dev: torch.device) -> torch.Tensor:
         sdt = torch_dtype(np.dtype(self.stored_dtype))
+        codec = self.codec
+        if codec is None:  # pragma: no cover - fetch sets the codec of every coefficient payload
+            raise FormatError("internal: a coefficient payload without its codec")
         if len(self.tiles) == 1 and self.tiles[0][:2] == (0, 0):
-            return reconstruct_tile(self.codec, self.tiles[0][2], dev, sdt)[:, :self.height, :self.width]
+            return codec.reconstruct(self.tiles[0][2], dev, sdt)[:, :self.height, :self.width]
         t = torch.empty((self.channels, self.height, self.width), dtype=sdt, device=dev)
         for y, x, co in self.tiles:
-            r = reconstruct_tile(self.codec, co, dev, sdt)
+            r = codec.reconstruct(co, dev, sdt)
             ys, xs = max(0, -y), max(0, -x)
             ye, xe = min(r.shape[1], self.height - y), min(r.shape[2], self.width - x)
             t[:, y + ys:y + ye, x + xs:x + xe] = r[:, ys:ye, xs:xe]
@@ -248,7 +218,7 @@ class LevelPayload:
         else:
             out = q.dequantize(t, p, value_scale=self.value_scale)
         if self.coarser is not None and out.is_floating_point() and bool(torch.isnan(out).any()):
-            from qpyr.codecs.tiles import fill_pruned  # what qpyr.saliency.fill_levels does for Store.read
+            from qpyr.codecs.tiles import fill_pruned
 
             out = fill_pruned(out.to(torch.float32), self.coarser.decode(dev, torch.float32))
         return out.to(dtype)
@@ -280,9 +250,10 @@ class LevelPayload:
 
 
 def _group_key(p: LevelPayload) -> Any:
-    """Payloads with equal keys decode as one stacked batch (None: decode alone)."""
+    """Payloads with equal keys decode as one stacked batch (None: decode alone; a payload with
+    a ``coarser`` level fills its pruned tiles in its own :meth:`LevelPayload.decode`)."""
     q = p.quantizer
-    if (p.samples is None or q.is_packed or q.granularity is Granularity.BLOCK
+    if (p.samples is None or p.coarser is not None or q.is_packed or q.granularity is Granularity.BLOCK
             or (q.is_integer and p.params is None)):
         return None
     return (q, p.value_scale, p.samples.dtype, tuple(p.samples.shape),
@@ -378,10 +349,10 @@ def _batched_codes(items: Sequence[LevelPayload], skip: Mapping[int, Any], dev: 
     if dev.type == "cpu":
         return {}
     idx = [i for i, p in enumerate(items) if i not in skip and p.samples is None and len(p.tiles) == 1
-           and p.tiles[0][:2] == (0, 0) and hasattr(p.codec, "reconstruct_batch")]
+           and p.tiles[0][:2] == (0, 0) and isinstance(p.codec, BatchReconstructor)]
     if len(idx) < 2:
         return {}
-    codec = items[idx[0]].codec
+    codec = cast(BatchReconstructor, items[idx[0]].codec)  # idx holds only those
     idx = [i for i in idx if items[i].codec == codec]
     decoded = codec.reconstruct_batch([items[i].tiles[0][2] for i in idx], dev)
     if decoded is None:

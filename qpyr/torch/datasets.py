@@ -15,14 +15,13 @@ work with ``num_workers`` 0 or more, persistent workers and the ``fork``/``spawn
 methods.
 
 Device-side decoding: with ``device_decode=True`` workers return compact
-:class:`~qpyr.payload.LevelPayload` objects (stored integers and parameters, or a split
-codec's coefficients) and :func:`decode_batch` turns a collated batch into tensors on the
+:class:`~qpyr.read.payload.LevelPayload` objects (stored integers and parameters, or a split
+codec's coefficients) and :func:`qpyr.torch.decode.decode_batch` turns a collated batch into tensors on the
 training device in the main process — the CPU workers only move and entropy-decode bytes.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing
 import multiprocessing.context
 import os
@@ -34,30 +33,16 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from qpyr.errors import InputError
-from qpyr.read.payload import LevelPayload, PayloadBatch
+from qpyr.read.pruned import with_coarser
 from qpyr.read.store import Store, open_store
 from qpyr.torch._distributed import dist_rank_world
-from qpyr.torch.collate import pad_batch
+from qpyr.torch.decode import decode_batch
 from qpyr.torch.qat import fake_quantize
 
+# decode_batch (qpyr.torch.decode) and fake_quantize (qpyr.torch.qat) are re-exported for imports of this module
 __all__ = ["PyramidDataset", "StreamingPyramidDataset", "decode_batch", "fake_quantize"]
 
 _STATE_VERSION = 1
-
-
-def _with_coarser(st: Store, items: Sequence[int], li: int, payloads: list[LevelPayload]) -> list[LevelPayload]:
-    """``payloads`` (level ``li`` of ``items``) with the coarser levels their pruned tiles fill
-    from (a payload's decode cannot go back to the store): one batched fetch per coarser level,
-    like the batch itself; payloads without pruned tiles are returned as they are."""
-    need = [k for k, p in enumerate(payloads) if p.pruned and li + 1 < st.item_levels(items[k])]
-    if not need:
-        return payloads
-    sub = [items[k] for k in need]
-    coarse = _with_coarser(st, sub, li + 1, st.fetch_batch(sub, li + 1, coefficients=True))
-    out = list(payloads)
-    for k, c in zip(need, coarse, strict=True):
-        out[k] = dataclasses.replace(out[k], coarser=c)
-    return out
 
 
 class _Source:
@@ -96,9 +81,6 @@ class _Source:
         d["_store"], d["_pid"] = None, -1  # never ship an open store (or its fsspec session)
         return d
 
-    def _levels_of(self, i: int) -> list[int] | str:
-        return self.levels if self.levels is not None else "auto"
-
     def _samples(self, idx: Sequence[int]) -> list[dict[str, Any]]:
         """Samples of items ``idx`` (valid indices), fetched together: one batch of concurrent,
         coalesced byte ranges per level read, so a DataLoader batch costs one round trip per
@@ -116,7 +98,7 @@ class _Source:
             items = [idx[j] for j in js]
             # pruned qpyr.tiles levels carry the coarser level they fill from (decode() fills
             # them exactly as Store.read does), wherever they are decoded
-            payloads = _with_coarser(st, items, li, st.fetch_batch(items, li, coefficients=self.device_decode))
+            payloads = with_coarser(st, items, li, st.fetch_batch(items, li, coefficients=self.device_decode))
             for j, p in zip(js, payloads, strict=True):
                 if self.device_decode:
                     levels[j][li] = p
@@ -164,7 +146,7 @@ class PyramidDataset(_Source, Dataset):  # type: ignore[type-arg]
             is >= ``target_size`` (level 0 if the image is smaller).
         transform: applied to each decoded level tensor (in the worker).
         storage_options: fsspec options (credentials, ``endpoint_url`` ...).
-        device_decode: return :class:`~qpyr.payload.LevelPayload` s instead of tensors; decode
+        device_decode: return :class:`~qpyr.read.payload.LevelPayload` s instead of tensors; decode
             with :func:`decode_batch` on the training device.
         dtype: floating dtype of decoded tensors.
 
@@ -360,33 +342,3 @@ class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-ar
     def __repr__(self) -> str:
         return (f"StreamingPyramidDataset({self.url!r}, levels={self.levels}, seed={self.seed}, "
                 f"rank={self.rank}/{self.world_size})")
-
-
-def decode_batch(batch: Mapping[str, Any], device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 *, pad: bool = False, multiple: int = 1) -> dict[str, Any]:
-    """Decode a batch of payloads (from ``device_decode=True`` + :func:`qpyr.collate.collate_list`)
-    on ``device``.
-
-    Each level becomes ``Tensor[N, C, H, W]`` of ``dtype`` on ``device`` (values in [0, 1] for
-    uint8/uint16 sources, source units otherwise) when its images share a shape, else a list of
-    ``Tensor[C, h_i, w_i]``; with ``pad=True`` it is always padded (see
-    :func:`qpyr.collate.pad_batch`) and ``"mask"`` (bool ``[N, H, W]``) and ``"sizes"`` (int64
-    ``[N, 2]``) are added.
-    """
-    out = dict(batch)
-    out["levels"] = {}
-    if pad:
-        out["mask"], out["sizes"] = {}, {}
-    for li, items in batch["levels"].items():
-        if isinstance(items, torch.Tensor):
-            out["levels"][li] = items.to(device=device, dtype=dtype, non_blocking=True)
-            continue
-        if not isinstance(items, PayloadBatch) and not all(isinstance(p, LevelPayload) for p in items):
-            raise InputError("decode_batch expects LevelPayload lists (device_decode=True with collate_list).")
-        batch_ = items if isinstance(items, PayloadBatch) else PayloadBatch(items)
-        if pad:
-            ts = batch_.decode(device, dtype)
-            out["levels"][li], out["mask"][li], out["sizes"][li] = pad_batch(ts, multiple=multiple)
-        else:
-            out["levels"][li] = batch_.decode(device, dtype, stack=True)
-    return out

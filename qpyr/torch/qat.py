@@ -1,7 +1,7 @@
 """Quantization-aware training: :func:`fake_quantize`, the store round trip as a torch op.
 
 The forward value is *bit-identical* to what packing a level with ``encoding`` and reading it
-back gives (it runs the writer's own encode path, :func:`qpyr.encode.encode_level` with
+back gives (it runs the writer's own encode path, :func:`qpyr.policies.encode.encode_level` with
 ``keep_recon=True``: quantize, tile into chunks, encode, decode, dequantize); the backward pass
 is the straight-through estimator (gradient 1 everywhere), so a model can be trained against
 the artefacts it will see in deployment.
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from qpyr.codecs.encoding import Encoding
+from qpyr.errors import InputError
 
 __all__ = ["fake_quantize", "round_trip"]
 
@@ -25,7 +26,7 @@ def round_trip(x: torch.Tensor, encoding: Encoding, *, level: int = 0) -> torch.
     from qpyr.policies.encode import encode_level
 
     if x.dim() != 3:
-        raise ValueError(f"Expected x of shape [C, H, W]. Got {tuple(x.shape)}.")
+        raise InputError(f"Expected x of shape [C, H, W]. Got {tuple(x.shape)}.")
     a = x.detach().to("cpu", torch.float32).contiguous().numpy()
     if encoding.quantizer.is_lossless:
         return x.detach().to(torch.float32).clone()  # lossless: the stored values are the input's
@@ -54,7 +55,7 @@ def fake_quantize(x: torch.Tensor, encoding: Encoding | dict[str, Any], *, level
         x: ``Tensor[C, H, W]`` or ``Tensor[N, C, H, W]``, float, in normalized units (values in
             [0, 1] for images from 8/16-bit sources: what ``Store.read`` returns). Each image is
             one stored item (its own per-level / per-channel / per-block parameters).
-        encoding: an :class:`~qpyr.encoding.Encoding` (or its JSON dict), e.g. one of a store's
+        encoding: an :class:`~qpyr.codecs.encoding.Encoding` (or its JSON dict), e.g. one of a store's
             ``manifest["encodings"]`` or a policy's ``plan(...)`` output. ``qpyr.tiles``
             encodings store every tile fp32 here (the class map is per item side information).
         level: the level index the encoding is applied at (chunking follows the writer's).
@@ -65,6 +66,6 @@ def fake_quantize(x: torch.Tensor, encoding: Encoding | dict[str, Any], *, level
     """
     enc = encoding if isinstance(encoding, Encoding) else Encoding.from_dict(encoding)
     if x.dim() not in (3, 4):
-        raise ValueError(f"Expected x of shape [C, H, W] or [N, C, H, W]. Got {tuple(x.shape)}.")
+        raise InputError(f"Expected x of shape [C, H, W] or [N, C, H, W]. Got {tuple(x.shape)}.")
     out: torch.Tensor = _FakeQuant.apply(x, enc, level)
     return out

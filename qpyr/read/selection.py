@@ -1,0 +1,136 @@
+"""What a read fetches, decided from the catalog alone: the level (``levels="auto"`` by size or
+byte budget), the level window of a region, and the chunks that hold it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from qpyr.errors import BudgetError, InputError, ItemNotFoundError
+from qpyr.format.catalog import Catalog
+from qpyr.read.bucket import Bucket
+
+__all__ = ["PlannedRead", "Planner", "check_auto"]
+
+#: ``(y0, x0, y1, x1)`` in level-0 pixels, end-exclusive.
+Region = tuple[int, int, int, int]
+
+
+def check_auto(max_bytes: int | None, target_size: int | None) -> None:
+    """Raise :class:`InputError` unless ``levels="auto"`` has a size or byte budget to go by."""
+    if max_bytes is None and target_size is None:
+        raise InputError('levels="auto" needs max_bytes= or target_size=.')
+
+
+class PlannedRead:
+    """One planned read: item ``i``'s level window ``[y0, y1) x [x0, x1)`` in bucket ``b`` at
+    ``slot``, and its chunks ``(shard key, inner index, tile row, tile col)``."""
+
+    __slots__ = ("i", "level", "b", "slot", "y0", "x0", "y1", "x1", "chunks")
+
+    def __init__(self, i: int, level: int, b: Bucket, slot: int, y0: int, x0: int, y1: int, x1: int,
+                 chunks: list[tuple[str, int, int, int]]):
+        self.i, self.level, self.b, self.slot = i, level, b, slot
+        self.y0, self.x0, self.y1, self.x1 = y0, x0, y1, x1
+        self.chunks = chunks
+
+
+class Planner:
+    """Level choice and read planning over a store's ``catalog`` and ``buckets`` (no I/O).
+
+    Items are item numbers (``Store.item_index`` resolves names and negative indices).
+    """
+
+    def __init__(self, catalog: Catalog, buckets: Sequence[Bucket]):
+        self.catalog = catalog
+        self.buckets = buckets
+
+    def pick_level(self, i: int, *, max_bytes: int | None = None, target_size: int | None = None,
+                   region: Region | None = None) -> int:
+        """The level ``levels="auto"`` reads (see :meth:`qpyr.read.store.Store.pick_level`)."""
+        check_auto(max_bytes, target_size)
+        nl = int(self.catalog.sources[i, 4])
+        start = 0
+        if target_size is not None:
+            if int(target_size) < 1:
+                raise InputError(f"Expected a positive target_size. Got {target_size}.")
+            for li in range(nl):
+                h, w = self.catalog.levels[li][i, 2:4].tolist()
+                if min(h, w) >= target_size:
+                    start = li
+        if max_bytes is None:
+            return start
+        for li in range(start, nl):
+            est = self.level_bytes(i, li, region)
+            if est <= max_bytes:
+                return li
+        smallest = self.level_bytes(i, nl - 1, region)
+        raise BudgetError(f"Item {self.catalog.names[i]!r}: no level fits max_bytes={max_bytes} "
+                          f"(the coarsest, level {nl - 1}, stores {smallest} bytes).")
+
+    def level_bytes(self, i: int, li: int, region: Region | None) -> int:
+        """Stored bytes of item ``i``'s level ``li``; for a ``region``, those of the chunks it
+        intersects, estimated pro rata."""
+        bi, _slot, h, w, nbytes = self.catalog.levels[li][i, :5].tolist()
+        if region is None:
+            return int(nbytes)
+        b = self.buckets[bi]
+        y0, x0, y1, x1 = self.window(i, li, h, w, region)
+        ny, nx = -(-h // b.th), -(-w // b.tw)
+        ty = -(-y1 // b.th) - y0 // b.th
+        tx = -(-x1 // b.tw) - x0 // b.tw
+        return int(math.ceil(nbytes * (ty * tx) / (ny * nx)))
+
+    def levels(self, i: int, levels: Any, max_bytes: int | None, target_size: int | None,
+               region: Region | None) -> list[int]:
+        """The levels a read of item ``i`` returns: ``levels`` as a level, a list of levels, None
+        (all of the item's levels) or ``"auto"``."""
+        nl = int(self.catalog.sources[i, 4])
+        if levels is None:
+            out = list(range(nl))
+        elif isinstance(levels, str):
+            if levels != "auto":
+                raise InputError(f'Expected levels as int, list of ints, None or "auto". Got {levels!r}.')
+            return [self.pick_level(i, max_bytes=max_bytes, target_size=target_size, region=region)]
+        elif isinstance(levels, (int, np.integer)):
+            out = [int(levels)]
+        else:
+            out = [int(x) for x in levels]
+        if max_bytes is not None or target_size is not None:
+            raise InputError('max_bytes= and target_size= apply to levels="auto".')
+        for li in out:
+            if not 0 <= li < nl:
+                raise ItemNotFoundError(f"Item {self.catalog.names[i]!r} has levels 0..{nl - 1}; level {li} was asked for.")
+        return out
+
+    def window(self, i: int, li: int, h: int, w: int, region: Region | None) -> tuple[int, int, int, int]:
+        """Level-``li`` window ``(y0, x0, y1, x1)`` of a level-0 ``region`` (whole level if None)."""
+        if region is None:
+            return 0, 0, h, w
+        try:
+            y0, x0, y1, x1 = (int(v) for v in region)
+        except (TypeError, ValueError):
+            raise InputError(f"Expected region=(y0, x0, y1, x1) in level-0 pixels. Got {region!r}.") from None
+        H, W = self.catalog.sources[i, 2:4].tolist()
+        if not (0 <= y0 < y1 <= H and 0 <= x0 < x1 <= W):
+            raise InputError(f"Item {self.catalog.names[i]!r} is {H}x{W}; region {tuple(region)} is not a non-empty "
+                             "(y0, x0, y1, x1) inside it.")
+        # level pixel j covers level-0 pixels [j * 2**li, (j + 1) * 2**li)
+        return y0 >> li, x0 >> li, min(h, -((-y1) >> li)), min(w, -((-x1) >> li))
+
+    def plan(self, i: int, li: int, region: Region | None) -> PlannedRead:
+        """The chunks of item ``i``'s level ``li`` that the window of ``region`` intersects."""
+        bi, slot, h, w = self.catalog.levels[li][i, :4].tolist()
+        b = self.buckets[bi]
+        y0, x0, y1, x1 = self.window(i, li, h, w, region)
+        th, tw, k, ny, nx = b.th, b.tw, b.k, b.ny, b.nx
+        srow, sl = divmod(slot, k)
+        chunks = []
+        for ty in range(y0 // th, -(-y1 // th)):
+            for tx in range(x0 // tw, -(-x1 // tw)):
+                chunks.append((f"{b.data_prefix}{srow}/0/{ty // ny}/{tx // nx}",
+                               (sl * ny + ty % ny) * nx + tx % nx, ty, tx))
+        return PlannedRead(i, li, b, slot, y0, x0, y1, x1, chunks)

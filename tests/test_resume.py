@@ -255,29 +255,27 @@ def test_readers_keep_their_snapshot_and_never_see_a_partial_append(tmp_path):
     assert len(base) in seen
 
 
-def test_open_rereads_a_root_replaced_while_it_read_the_catalog(tmp_path):
+def test_open_rereads_a_root_replaced_while_it_read_the_catalog(tmp_path, monkeypatch):
     """The generation race: a reader reads root g, an append commits g + 1 and removes g's
     catalog before the reader fetches it; the reader notices the new root and reads that."""
     from qpyr.io.storage import ObjectStore
-    from qpyr.read.store import Store, open_store
+    from qpyr.read import snapshot
+    from qpyr.read.store import open_store
 
     url = tmp_path / "s.qpyr"
     rng = np.random.default_rng(1)
     qpyr.pack({f"x{i}": rng.integers(0, 255, (9, 9), dtype=np.uint8) for i in range(4)}, str(url))
     stale = (url / "zarr.json").read_bytes()
     qpyr.pack({"y": rng.integers(0, 255, (9, 9), dtype=np.uint8)}, str(url), append=True)
-    real = Store._read_root
+    real = snapshot.read_root
     calls = []
 
     def first_stale(ostore):
         calls.append(1)
         return stale if len(calls) == 1 else real(ostore)
 
-    Store._read_root = staticmethod(first_stale)  # type: ignore[method-assign]
-    try:
-        st = open_store(ObjectStore(str(url)))
-    finally:
-        Store._read_root = staticmethod(real)  # type: ignore[method-assign]
+    monkeypatch.setattr(snapshot, "read_root", first_stale)
+    st = open_store(ObjectStore(str(url)))
     assert len(calls) == 2 and len(st) == 5 and st.manifest["generation"] == 2
 
 
@@ -334,15 +332,15 @@ def test_root_change_is_seen_through_cached_file_handles(tmp_path):
     inode, here of the same size) must still count as changed, or a reader caught in the
     generation race gives up instead of re-reading the root."""
     from qpyr.io.storage import ObjectStore
-    from qpyr.read.store import Store
+    from qpyr.read import snapshot
 
     url = tmp_path / "s.qpyr"
     qpyr.pack({"x": np.zeros((9, 9), np.uint8)}, str(url))
     os_ = ObjectStore(str(url))
-    raw = Store._read_root(os_)  # caches an open file of this zarr.json
+    raw = snapshot.read_root(os_)  # caches an open file of this zarr.json
     new = raw.replace(b'"generation":1', b'"generation":2')
     assert len(new) == len(raw) and new != raw
     tmp = url / "zarr.json.other"
     tmp.write_bytes(new)
     os.replace(tmp, url / "zarr.json")  # what another process's commit does
-    assert Store._root_changed(os_, raw)
+    assert snapshot.root_changed(os_, raw)

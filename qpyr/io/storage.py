@@ -340,6 +340,12 @@ class ObjectStore:
                 self._files.popitem(last=False)
         return f
 
+    def forget(self, key: str) -> None:
+        """Drop cached open files of ``key`` (and keys under it), so the next read sees an object
+        another process replaced."""
+        if self.local:
+            self._forget(self.path(key))
+
     def _forget(self, p: str | None = None) -> None:
         with self._lock:
             if p is None:

@@ -19,6 +19,7 @@ from qpyr.errors import QpyrError
 from qpyr.format import manifest as fmt
 from qpyr.format.layout import BucketSpec
 from qpyr.format.shard import MISSING, crc32c, index_nbytes, parse_index
+from qpyr.read import snapshot
 from qpyr.read.store import Store, open_store
 
 __all__ = ["VerifyReport", "verify"]
@@ -152,7 +153,7 @@ def _newer_snapshot(store: Store) -> Store | None:
     try:
         # a fresh connection: the open store's cached file handles still see replaced objects
         os_ = ObjectStore(store.object_store.url, store.object_store.storage_options)
-        m = Store._manifest(os_, Store._read_root(os_))
+        m = snapshot.parse_manifest(os_, snapshot.read_root(os_))
         if m["generation"] == store.manifest["generation"]:
             return None
         return open_store(os_)

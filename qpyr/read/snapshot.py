@@ -47,7 +47,7 @@ def root_changed(ostore: ObjectStore, raw: bytes) -> bool:
     """Whether the root ``zarr.json`` no longer holds ``raw`` (a commit replaced it)."""
     try:
         # a cached open file would still read the replaced object: open it afresh
-        ostore._forget(ostore.path("zarr.json"))
+        ostore.forget("zarr.json")
         return ostore.size("zarr.json") != len(raw) or ostore.read("zarr.json") != raw
     except (FileNotFoundError, QpyrError):
         return False
@@ -142,3 +142,26 @@ def read_catalog(ostore: ObjectStore, m: dict[str, Any]) -> Catalog:
         levels.append(tab)
         quality.append(_read_plain(ostore, f"{base}/quality_{li}", n, cr, (2,), np.float32, sizes))
     return Catalog(names, sources, levels, quality)
+
+
+#: Times :func:`read_snapshot` re-reads a root that changed under it (an append commit in between).
+_OPEN_TRIES = 4
+
+
+def read_snapshot(ostore: ObjectStore) -> tuple[dict[str, Any], Catalog]:
+    """The checked manifest and catalog of the store's current generation.
+
+    An append removes the previous generation's catalog right after it writes the new root; a
+    reader that read the old root just before may then miss a catalog chunk. The root has
+    changed in that case: read it again (a bounded number of times).
+    """
+    for attempt in range(_OPEN_TRIES):
+        raw = read_root(ostore)
+        m = parse_manifest(ostore, raw)
+        try:
+            return m, read_catalog(ostore, m)
+        except CatalogChunkMissingError as e:
+            if attempt + 1 < _OPEN_TRIES and root_changed(ostore, raw):
+                continue
+            raise FormatError(str(e)) from None
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from qpyr.codecs.encoding import Encoding
-from qpyr.errors import BudgetError, CatalogChunkMissingError, FormatError, InputError, ItemNotFoundError
+from qpyr.errors import BudgetError, FormatError, InputError, ItemNotFoundError
 from qpyr.format import manifest as fmt
 from qpyr.format.catalog import Catalog
 from qpyr.io.storage import ObjectStore
@@ -37,9 +37,6 @@ from qpyr.read.payload import LevelPayload, StoredLevel
 from qpyr.read.selection import PlannedRead, Planner, Region, check_auto
 
 __all__ = ["Store", "open_store", "BudgetError", "LevelPayload", "StoredLevel"]
-
-#: Times ``Store._open`` re-reads a root that changed under it (an append commit in between).
-_OPEN_TRIES = 4
 
 
 class Store:
@@ -61,27 +58,9 @@ class Store:
         self._fetcher = Fetcher(ostore, catalog)
 
     # ------------------------------------------------------------------ open
-    # The root readers of qpyr.read.snapshot, under the names callers outside qpyr.read use.
-    _read_root = staticmethod(snapshot.read_root)
-    _root_changed = staticmethod(snapshot.root_changed)
-    _manifest = staticmethod(snapshot.parse_manifest)
-
     @classmethod
     def _open(cls, ostore: ObjectStore) -> Store:
-        # An append removes the previous generation's catalog right after it writes the new
-        # root; a reader that read the old root just before may then miss a catalog chunk.
-        # The root has changed in that case: read it again (a bounded number of times).
-        for attempt in range(_OPEN_TRIES):
-            raw = cls._read_root(ostore)
-            m = cls._manifest(ostore, raw)
-            try:
-                catalog = snapshot.read_catalog(ostore, m)
-            except CatalogChunkMissingError as e:
-                if attempt + 1 < _OPEN_TRIES and cls._root_changed(ostore, raw):
-                    continue
-                raise FormatError(str(e)) from None
-            return cls(ostore, m, catalog)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return cls(ostore, *snapshot.read_snapshot(ostore))
 
     # ------------------------------------------------------------------ catalog API
     def __len__(self) -> int:

@@ -110,6 +110,17 @@ def test_datasets_fill_pruned_tiles_as_read_does(tmp_path, small_photos):
                 assert not torch.isnan(s["levels"][li]).any() and torch.equal(s["levels"][li], ref[li])
 
 
+def test_decode_batch_fills_pruned_tiles_of_same_shaped_items(tmp_path, small_photos):
+    """Device-side decoding of a batch of same-shaped pruned payloads fills them (once NaN)."""
+    img = small_photos["coffee"].copy()
+    img[:48, :56] = 200
+    st = qpyr.pack([img, np.roll(img, 4, axis=1)], str(tmp_path / "s.qpyr"), policy="saliency:tile=16,frames=true")
+    ds = PyramidDataset(st.url, levels=[0], device_decode=True)
+    out = decode_batch(collate_list(ds.__getitems__([0, 1])), "cpu")
+    for k, t in enumerate(out["levels"][0]):
+        assert not torch.isnan(t).any() and torch.equal(t, st.read(k, [0])[0])
+
+
 def test_distributed_sampler_splits_without_duplicates(store_url):
     ds = PyramidDataset(store_url, levels=[2])
     seen = []

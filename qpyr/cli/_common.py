@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 #: The exit-code contract of every verb, printed at the end of each ``--help``.
-EXIT_STATUS = ("exit status: 0 ok; 1 error (bad input, unreadable or corrupt store, failed verify); "
+EXIT_STATUS = ("exit status: 0 ok; 1 error (bad input, unreadable or corrupt store, failed verify);\n"
                "2 usage error (bad arguments); 130 interrupted")
 
 # What ``--help`` says about library defaults. The parser does not import the modules that own

@@ -1,4 +1,4 @@
-"""CLI: every input format, the four commands, and every bad input of issue #2."""
+"""CLI: every input format, every verb, every bad input, the exit codes and a light start-up."""
 
 from __future__ import annotations
 
@@ -234,3 +234,51 @@ def test_installed_entry_point_runs(tmp_path):
     assert r.returncode == 1 and "error" in r.stderr
     r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.startswith("qpyr ")
+
+
+def test_parser_and_help_import_no_heavy_module():
+    """``qpyr --version`` and ``qpyr VERB --help`` build the parser from argparse alone: no torch,
+    numpy, zarr, fsspec or policies (checked in sys.modules, not by timing)."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from qpyr.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['--version']) == 0\n"
+        "    for verb in ('pack', 'unpack', 'info', 'verify', 'demo', 'estimate', 'plan'):\n"
+        "        assert main([verb, '--help']) == 0, verb\n"
+        "heavy = ('torch', 'numpy', 'zarr', 'fsspec', 'numba', 'PIL', 'qpyr.policies', 'qpyr.io.storage')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_help_names_the_library_defaults_and_the_exit_codes(capsys):
+    """The parser's copies of the library defaults (it does not import their modules) match them."""
+    from qpyr.cli import _common
+    from qpyr.io.inputs import DEFAULT_PIXEL_LIMIT
+    from qpyr.policies import DEFAULT_POLICY, POLICIES
+
+    assert _common.HELP_DEFAULT_POLICY == DEFAULT_POLICY
+    assert _common.HELP_PIXEL_LIMIT == DEFAULT_PIXEL_LIMIT
+    assert list(_common.HELP_POLICIES) == list(POLICIES)
+    assert main(["pack", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"(default {DEFAULT_POLICY})" in out and "lossless: every level exact in the source dtype;" in out
+    assert "exit status: 0 ok; 1 error" in out and "2 usage error" in out and "130 interrupted" in out
+
+
+def test_one_exit_code_contract_for_every_verb(tmp_path, capsys):
+    """A qpyr error exits 1 with one line on stderr for every verb; argparse usage errors exit 2."""
+    missing = str(tmp_path / "missing.qpyr")
+    for argv in (["info", missing], ["verify", missing], ["unpack", missing, "-o", str(tmp_path / "o")],
+                 ["estimate", str(tmp_path / "nope")], ["plan", str(tmp_path / "nope.png"), "--policy", "int8"],
+                 ["pack", str(tmp_path / "nope.png"), "-o", str(tmp_path / "s.qpyr")],
+                 ["info", missing, "--storage-option", "novalue"]):
+        assert main(argv) == 1, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"qpyr {argv[0]}: error: "), (argv, err)
+    for argv in (["info"], ["pack", "x.png"], ["estimate", "x", "--sample", "0"], ["frobnicate"], []):
+        assert main(argv) == 2, argv
+        assert "usage: qpyr" in capsys.readouterr().err

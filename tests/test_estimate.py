@@ -212,7 +212,7 @@ def test_estimate_of_an_existing_store_is_its_actual_bytes(small_corpus, tmp_pat
 def test_cli_store_rejects_sample_only_options(small_corpus, tmp_path, capsys) -> None:
     url = str(tmp_path / "s.qpyr")
     qpyr.pack([str(small_corpus)], url)
-    assert main(["estimate", url, "--policy", "mixed"]) == 2
+    assert main(["estimate", url, "--policy", "mixed"]) == 1
     assert "apply to image sources" in capsys.readouterr().err
     with pytest.raises(EstimateInputError, match="is a qpyr store"):
         estimate([url])
@@ -309,7 +309,7 @@ def test_plot_without_matplotlib_gives_the_install_hint(small_corpus, tmp_path, 
     qpyr.pack([str(p) for p in sorted(small_corpus.glob("*.png"))[:3]], url)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
-    assert main(["estimate", url, "--plot", str(tmp_path / "x.png"), "-q"]) == 2
+    assert main(["estimate", url, "--plot", str(tmp_path / "x.png"), "-q"]) == 1
     err = capsys.readouterr().err
     assert "needs matplotlib" in err and "qpyr[plot]" in err
     assert not (tmp_path / "x.png").exists()
@@ -354,7 +354,7 @@ def test_empty_and_missing_sources(tmp_path, capsys) -> None:
     (tmp_path / "empty.txt").write_text("# nothing\n\n", encoding="utf-8")
     with pytest.raises(InputNotFoundError, match="names no images"):
         estimate([str(tmp_path / "empty.txt")])
-    assert main(["estimate", str(tmp_path / "empty")]) == 2
+    assert main(["estimate", str(tmp_path / "empty")]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("qpyr estimate: error:") and "holds no images" in err[0]
 
@@ -385,7 +385,7 @@ def test_unreadable_images_are_skipped_and_counted(small_corpus, tmp_path) -> No
 def test_unknown_provider_lists_known(small_corpus, capsys) -> None:
     with pytest.raises(UnknownStorageClassError, match="Known: aws-s3:standard"):
         estimate([str(small_corpus)], providers=["aws-s3:glacier-deep"])
-    assert main(["estimate", str(small_corpus), "--provider", "nocloud:hot"]) == 2
+    assert main(["estimate", str(small_corpus), "--provider", "nocloud:hot"]) == 1
     err = capsys.readouterr().err
     assert "unknown storage class 'nocloud:hot'" in err and "backblaze-b2:standard" in err
 
@@ -397,7 +397,7 @@ def test_malformed_price_file_names_the_field(small_corpus, tmp_path, capsys) ->
     p.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(PriceTableError, match=r"providers\.gcs\.classes\.standard\.storage_per_gb_month"):
         estimate([str(small_corpus)], prices=str(p))
-    assert main(["estimate", str(small_corpus), "--prices", str(p)]) == 2
+    assert main(["estimate", str(small_corpus), "--prices", str(p)]) == 1
     assert "storage_per_gb_month" in capsys.readouterr().err
     (tmp_path / "broken.json").write_text("{", encoding="utf-8")
     with pytest.raises(PriceTableError, match="invalid JSON"):
@@ -431,7 +431,7 @@ def test_api_rejects_bad_numbers(small_corpus, kw, name) -> None:
 def test_bad_policy_is_a_clear_error(small_corpus, capsys) -> None:
     with pytest.raises(PolicyError, match="Unknown policy 'int3'"):
         estimate([str(small_corpus)], policies=["int3"])
-    assert main(["estimate", str(small_corpus), "--policy", "mixed:fp16_min=x"]) == 2
+    assert main(["estimate", str(small_corpus), "--policy", "mixed:fp16_min=x"]) == 1
     assert "qpyr estimate: error:" in capsys.readouterr().err
 
 

@@ -1,19 +1,19 @@
 """``qpyr estimate``: the command-line face of :func:`qpyr.estimate.estimate` and
 :func:`qpyr.estimate.estimate_store`.
 
-``add_parser(subparsers)`` registers the subcommand; ``run(args)`` runs it and returns the exit
-code: 0 on success, 2 on any error (one line ``qpyr estimate: error: ...`` on stderr). Options
-that are not numbers, or out of range, are rejected by argparse (exit 2, with usage).
+``add_parser(subparsers)`` registers the subcommand; ``run(args)`` runs it and returns 0. Errors
+follow the exit-code contract of every verb (:mod:`qpyr.cli`): a qpyr error exits 1 with one line
+``qpyr estimate: error: ...`` on stderr; options that are not numbers, or out of range, are
+rejected by argparse (exit 2, with usage).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from qpyr.errors import QpyrError
+from qpyr.cli._common import add_common, add_verb, progress, storage_options
 
 __all__ = ["add_parser", "run"]
 
@@ -48,8 +48,8 @@ def add_parser(subparsers: Any) -> None:
     """Register ``estimate`` on an argparse subparsers object (from ``add_subparsers``)."""
     from qpyr.estimate.options import DEFAULT_PROVIDERS, DEFAULT_SAMPLE
 
-    sp = subparsers.add_parser(
-        "estimate", help="project bytes and dollars of a corpus under each policy",
+    sp = add_verb(
+        subparsers, "estimate", help="project bytes and dollars of a corpus under each policy",
         description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sp.add_argument("sources", nargs="+", metavar="SOURCE", help="images to estimate, or one existing qpyr store")
@@ -76,46 +76,37 @@ def add_parser(subparsers: Any) -> None:
     sp.add_argument("--prices", metavar="FILE", help="price table (default: the shipped one; spec/prices.md)")
     sp.add_argument("--json", action="store_true", help="machine-readable output (spec/estimate.md)")
     sp.add_argument("--plot", metavar="FILE.png", help="also write a PNG bar chart (needs matplotlib)")
-    sp.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                    help="fsspec storage option for URL sources (repeatable)")
-    sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_common(sp, storage_help="fsspec storage option for URL sources (repeatable)", quiet_help="no progress bar")
     sp.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``qpyr estimate`` for parsed ``args``; print the table (or JSON); return the exit code."""
+    """Run ``qpyr estimate`` for parsed ``args``; print the table (or JSON); return 0."""
+    from qpyr.errors import QpyrError
     from qpyr.estimate import render
     from qpyr.estimate.estimator import estimate
     from qpyr.estimate.existing import estimate_store
     from qpyr.estimate.sources import is_store
-    from qpyr.io.storage import parse_storage_options
 
-    try:
-        so = parse_storage_options(args.storage_option)
-        common: dict[str, Any] = dict(
-            providers=args.provider, months=args.months, reads_per_month=args.reads_per_month,
-            read_levels=args.read_level, egress_fraction=args.egress_fraction, prices=args.prices,
-            storage_options=so,
+    so = storage_options(args)
+    common: dict[str, Any] = dict(
+        providers=args.provider, months=args.months, reads_per_month=args.reads_per_month,
+        read_levels=args.read_level, egress_fraction=args.egress_fraction, prices=args.prices,
+        storage_options=so,
+    )
+    if len(args.sources) == 1 and is_store(args.sources[0], so):
+        given = [f for f, v in (("--policy", args.policy), ("--count", args.count),
+                                ("--header-sample", args.header_sample)) if v]
+        if given:
+            raise QpyrError(f"{' and '.join(given)} apply to image sources, not to an existing store "
+                            f"({args.sources[0]}).")
+        result = estimate_store(args.sources[0], **common)
+    else:
+        result = estimate(
+            args.sources, policies=args.policy, sample=args.sample, seed=args.seed, count=args.count,
+            header_sample=args.header_sample, progress=progress(args), **common,
         )
-        if len(args.sources) == 1 and is_store(args.sources[0], so):
-            given = [f for f, v in (("--policy", args.policy), ("--count", args.count),
-                                    ("--header-sample", args.header_sample)) if v]
-            if given:
-                raise QpyrError(f"{' and '.join(given)} apply to image sources, not to an existing store "
-                                f"({args.sources[0]}).")
-            result = estimate_store(args.sources[0], **common)
-        else:
-            result = estimate(
-                args.sources, policies=args.policy, sample=args.sample, seed=args.seed, count=args.count,
-                header_sample=args.header_sample, progress=not args.quiet and sys.stderr.isatty(), **common,
-            )
-        if args.plot:
-            render.plot(result, args.plot)
-        print(json.dumps(result.to_dict(), indent=2, allow_nan=False) if args.json else render.render_table(result))
-        return 0
-    except QpyrError as e:
-        print(f"qpyr estimate: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # e.g. --plot into a missing directory
-        print(f"qpyr estimate: error: {e}", file=sys.stderr)
-        return 2
+    if args.plot:
+        render.plot(result, args.plot)
+    print(json.dumps(result.to_dict(), indent=2, allow_nan=False) if args.json else render.render_table(result))
+    return 0

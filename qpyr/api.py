@@ -1,0 +1,85 @@
+"""The two entry points of the library: :func:`pack` images into a store and :func:`open` one.
+
+Both import the writer and the reader when called, so ``import qpyr`` stays light (no torch).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from qpyr.read.store import Store
+
+__all__ = ["pack", "open"]
+
+
+def pack(
+    inputs: Any,
+    url: str,
+    *,
+    policy: str | None = None,
+    levels: int | None = None,
+    filter: str = "area",
+    min_side: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    append: bool = False,
+    pixel_limit: int | None = None,
+    nonfinite: str = "error",
+    slots_per_task: int | None = None,
+    min_ssim: Any = None,
+    min_psnr: Any = None,
+    progress: bool = False,
+    client: Any = None,
+) -> Store:
+    """Pack images into a qpyr store at ``url`` and return it opened.
+
+    Args:
+        inputs: paths, directories, globs, URLs, numpy arrays (``[H, W]`` / ``[H, W, C]``),
+            ``(name, array)`` pairs or a ``{name: array}`` mapping.
+        url: local path or fsspec URL of the store.
+        policy: policy spec ``NAME[:key=value,...]`` (default :data:`qpyr.policies.DEFAULT_POLICY`).
+        levels: levels per item including level 0 (default: halve while the short side stays
+            >= ``min_side`` = 32).
+        overwrite: replace an existing store.
+        append: add the inputs to an existing store.
+        pixel_limit: max pixels per image (default 2**28).
+        nonfinite: ``"error"`` or ``"replace"`` for NaN/Inf in float inputs.
+        min_ssim, min_psnr: quality floors, a number (every level) or ``{level: number}``: a
+            lossy level that misses its floor is re-encoded at higher quality or stored
+            lossless; the manifest records the measured quality and the decision.
+        progress: show a progress bar.
+        client: a ``dask.distributed.Client``: pack tasks run on its workers.
+    """
+    from qpyr.io.inputs import DEFAULT_PIXEL_LIMIT
+    from qpyr.io.pyramid import DEFAULT_MIN_SIDE
+    from qpyr.policies import DEFAULT_POLICY
+    from qpyr.write.writer import DEFAULT_SLOTS_PER_TASK, PackOptions, run_pack
+
+    opts = PackOptions(
+        policy=policy or DEFAULT_POLICY, levels=levels, filter=filter,
+        min_side=min_side or DEFAULT_MIN_SIDE, pixel_limit=pixel_limit or DEFAULT_PIXEL_LIMIT,
+        nonfinite=nonfinite, slots_per_task=slots_per_task or DEFAULT_SLOTS_PER_TASK,
+        min_ssim=_floor_strings(min_ssim), min_psnr=_floor_strings(min_psnr),
+    )
+    run_pack(inputs, url, opts, storage_options=storage_options, overwrite=overwrite, append=append,
+             progress=progress, client=client)
+    return open(url, storage_options=storage_options)
+
+
+def _floor_strings(v: Any) -> tuple[str, ...]:
+    """Quality floors as the writer's ``L:X`` / ``X`` strings (``--min-ssim`` syntax)."""
+    if v is None:
+        return ()
+    if isinstance(v, dict):
+        return tuple(f"{int(k)}:{float(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return tuple(str(x) for x in v)
+    return (str(v),)
+
+
+def open(url: str, *, storage_options: dict[str, Any] | None = None) -> Store:  # noqa: A001
+    """Open the qpyr store at ``url`` (local path or fsspec URL)."""
+    from qpyr.read.store import open_store
+
+    return open_store(url, storage_options=storage_options)

@@ -100,12 +100,45 @@ def _write(path: str, arr: np.ndarray, fmt: str) -> None:
 
         tifffile.imwrite(tmp, arr, photometric="rgb" if arr.shape[-1] in (3, 4) else "minisblack")
     else:
+        with open(tmp, "wb") as f:
+            f.write(png_bytes(arr))
+    os.replace(tmp, path)
+
+
+#: Images with a side below this are written by :func:`_plain_png` (imagecodecs' encoder fails
+#: on many 1-pixel-wide images).
+_SMALL_PNG_SIDE = 16
+
+
+def png_bytes(arr: np.ndarray) -> bytes:
+    """PNG file bytes of ``[H, W, C]`` uint8/uint16 (C = 1..4), any ``H, W >= 1``."""
+    a = np.ascontiguousarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+    if min(a.shape[:2]) >= _SMALL_PNG_SIDE:
         import imagecodecs
 
-        a = arr[..., 0] if arr.shape[-1] == 1 else arr
-        with open(tmp, "wb") as f:
-            f.write(imagecodecs.png_encode(np.ascontiguousarray(a)))
-    os.replace(tmp, path)
+        try:
+            return bytes(imagecodecs.png_encode(a))
+        except Exception:  # noqa: BLE001 - the plain encoder below handles every shape
+            pass
+    return _plain_png(np.ascontiguousarray(arr))
+
+
+def _plain_png(arr: np.ndarray) -> bytes:
+    """A plain PNG (ISO/IEC 15948: filter 0 on every row, one zlib IDAT) of ``[H, W, C]``."""
+    import struct
+    import zlib
+
+    h, w, c = arr.shape
+    depth = 16 if arr.dtype.itemsize == 2 else 8
+    color = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    rows = arr.astype(">u2" if depth == 16 else np.uint8).reshape(h, -1).view(np.uint8)
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rows], axis=1).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, depth, color, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
 
 
 def unpack(
@@ -124,7 +157,29 @@ def unpack(
     for n in names:
         store.item_index(n)  # fail early on unknown names
     root = os.path.realpath(out_dir)
-    os.makedirs(root, exist_ok=True)
+    created = not os.path.exists(root)
+    try:
+        os.makedirs(root, exist_ok=True)
+    except OSError as e:
+        raise StorageError(f"Cannot create the output directory {out_dir!r}: {e.strerror or e}.") from e
+    try:
+        return _unpack_into(store, root, names, levels, fmt, on_item)
+    except BaseException:
+        if created:  # a failed unpack leaves no empty directory of its own making behind
+            _remove_empty_dirs(root)
+        raise
+
+
+def _remove_empty_dirs(root: str) -> None:
+    for dp, _dirs, _files in sorted(os.walk(root, topdown=False), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(dp)  # only succeeds on an empty directory
+        except OSError:
+            pass
+
+
+def _unpack_into(store: Store, root: str, names: list[str], levels: Sequence[int] | None, fmt: str,
+                 on_item: Callable[[str], None] | None) -> list[str]:
     written: list[str] = []
     used: set[str] = set()
     ext = {"png": "png", "tiff": "tif", "npy": "npy"}[fmt]
@@ -157,7 +212,11 @@ def unpack(
                 if os.path.commonpath([root, os.path.realpath(os.path.dirname(path))]) != root:
                     raise InputError(f"Item name {name!r} maps outside the output directory; refusing to write it.")
                 _write(path, arr, fmt)
-            except OSError as e:
+            except BaseException as e:
+                if os.path.exists(path + ".partial"):
+                    os.remove(path + ".partial")  # nothing half-written is left behind
+                if not isinstance(e, OSError):
+                    raise
                 raise StorageError(f"Cannot write {path!r} for item {name!r}: {e.strerror or e}.") from e
             written.append(path)
         if on_item:

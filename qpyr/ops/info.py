@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from qpyr.format.manifest import json_float
 from qpyr.read.store import Store
 
@@ -67,6 +69,7 @@ def info_dict(store: Store, *, items: bool | None = None) -> dict[str, Any]:
             "ssim": ls["ssim_mean"],
             "psnr_min": ls["psnr_min"],
             "ssim_min": ls["ssim_min"],
+            "decisions": _decisions(store, ls["level"]),
         })
     out: dict[str, Any] = {
         "qpyr_info": "1.0",
@@ -96,6 +99,16 @@ def info_dict(store: Store, *, items: bool | None = None) -> dict[str, Any]:
             })
         out["items_detail"] = detail
     return out
+
+
+def _decisions(store: Store, level: int) -> dict[str, int]:
+    """``{decision: item count}`` of one level, from the catalog's ``decision`` column."""
+    from qpyr.format.manifest import DECISIONS, LEVEL_COLUMNS
+
+    tab = store.catalog.levels[level]
+    col = tab[tab[:, 0] >= 0, LEVEL_COLUMNS.index("decision")]
+    codes, counts = np.unique(col, return_counts=True)
+    return {DECISIONS[int(c)]: int(n) for c, n in zip(codes, counts, strict=True)}
 
 
 def plan_view(plan: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +189,9 @@ def render_info(d: dict[str, Any]) -> str:
             f"{_fmt_q(lv['ssim'], lossless, 4):>7}"
         )
     lines.append("")
+    lines.append("floor decisions per level (items): " + "; ".join(
+        f"{lv['level']}: " + ", ".join(f"{k} {v}" for k, v in lv["decisions"].items())
+        for lv in d["level_summary"] if lv.get("decisions")))
     lines.append("PSNR: all channels, peak = source max (255 for 8-bit); SSIM: Wang 2004, 11x11 Gaussian "
                  "sigma 1.5, mean over channels. 'exact' = lossless. Bytes are stored bytes incl. shard indexes.")
     if "plan" in d:

@@ -98,7 +98,10 @@ class Planner:
         elif isinstance(levels, (int, np.integer)):
             out = [int(levels)]
         else:
-            out = [int(x) for x in levels]
+            try:
+                out = [_integer(x) for x in levels]
+            except (TypeError, ValueError):
+                raise InputError(f'Expected levels as int, list of ints, None or "auto". Got {levels!r}.') from None
         if max_bytes is not None or target_size is not None:
             raise InputError('max_bytes= and target_size= apply to levels="auto".')
         for li in out:
@@ -111,7 +114,7 @@ class Planner:
         if region is None:
             return 0, 0, h, w
         try:
-            y0, x0, y1, x1 = (int(v) for v in region)
+            y0, x0, y1, x1 = (_integer(v) for v in region)
         except (TypeError, ValueError):
             raise InputError(f"Expected region=(y0, x0, y1, x1) in level-0 pixels. Got {region!r}.") from None
         H, W = self.catalog.sources[i, 2:4].tolist()
@@ -134,3 +137,11 @@ class Planner:
                 chunks.append((f"{b.data_prefix}{srow}/0/{ty // ny}/{tx // nx}",
                                (sl * ny + ty % ny) * nx + tx % nx, ty, tx))
         return PlannedRead(i, li, b, slot, y0, x0, y1, x1, chunks)
+
+
+def _integer(v: Any) -> int:
+    """``v`` as an int when it is one (Python or numpy integer, not bool); else ValueError, so
+    that ``0.5`` is refused rather than truncated to ``0``."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise ValueError(v)
+    return int(v)

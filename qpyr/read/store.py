@@ -233,7 +233,8 @@ class Store:
         """Read levels of one item into tensors.
 
         Args:
-            item: name or index.
+            item: name or index (a negative index counts from the end, as in Python: -1 is the
+                last item).
             levels: a level, a list of levels, None (all of the item's levels) or ``"auto"``
                 (one level chosen from the catalog by :meth:`pick_level` with ``max_bytes`` /
                 ``target_size`` before anything is fetched).

@@ -13,7 +13,8 @@ from typing import Any
 from qpyr.errors import QpyrError
 from qpyr.io.storage import ObjectStore
 
-__all__ = ["JOURNAL", "receipt_key", "read_journal", "finished_tasks", "peek_root", "has_foreign_content"]
+__all__ = ["JOURNAL", "receipt_key", "read_journal", "finished_tasks", "peek_root", "has_foreign_content",
+           "foreign_files"]
 
 JOURNAL = ".qpyr/pack.json"
 
@@ -55,3 +56,19 @@ def peek_root(ostore: ObjectStore) -> tuple[Any, bool]:
 def has_foreign_content(ostore: ObjectStore) -> bool:
     """Whether the store holds anything besides ``.qpyr/``."""
     return any(not k.startswith(".qpyr/") for k in ostore.list_sizes())
+
+
+def foreign_files(ostore: ObjectStore) -> list[str]:
+    """Keys of a store that is neither empty nor recognisably a qpyr store (a root ``zarr.json``
+    holding a qpyr manifest, or a qpyr journal directory ``.qpyr/``); ``[]`` when it is either."""
+    keys = sorted(ostore.list_sizes())
+    if not keys or any(k.startswith(".qpyr/") for k in keys):
+        return []
+    if "zarr.json" in keys:
+        try:
+            doc = json.loads(ostore.read("zarr.json"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("attributes"), dict) and "qpyr" in doc["attributes"]:
+            return []
+    return keys

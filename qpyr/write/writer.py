@@ -18,12 +18,12 @@ from dataclasses import replace
 from typing import Any
 
 from qpyr._version import FORMAT_VERSION
-from qpyr.errors import QpyrError, StorageError, StoreExistsError
+from qpyr.errors import InputError, QpyrError, StorageError, StoreExistsError
 from qpyr.io.storage import ObjectStore
 from qpyr.write.commit import commit, finish, rollback
 from qpyr.write.dask import run_on_client
 from qpyr.write.dask import tune_worker_process as tune_worker_process
-from qpyr.write.journal import JOURNAL, finished_tasks, has_foreign_content, peek_root, read_journal
+from qpyr.write.journal import JOURNAL, finished_tasks, foreign_files, has_foreign_content, peek_root, read_journal
 from qpyr.write.listing import Listing, check_names_against, list_inputs, lists_prefix, task_refs
 from qpyr.write.options import DEFAULT_SLOTS_PER_TASK as DEFAULT_SLOTS_PER_TASK
 from qpyr.write.options import PackOptions
@@ -99,6 +99,14 @@ def run_pack(
             options = replace(options, slots_per_task=spt,
                               bucket_slots=tuple(sorted((p, s) for p, s in own.items() if s != spt)))
     if journal is None and finished_fp is None:
+        if append and not has_root:
+            raise InputError(f"no store at {url!r} to append to; drop --append to create one.")
+        foreign = [] if append else foreign_files(ostore)
+        if foreign:  # never delete what qpyr did not write, with or without overwrite
+            n = len(foreign)
+            shown = ", ".join(foreign[:5]) + (f", ... ({n - 5} more)" if n > 5 else "")
+            raise StoreExistsError(f"{url!r} is not empty: it holds {n} file{'s' if n != 1 else ''} that "
+                                   f"{'are' if n != 1 else 'is'} not a qpyr store ({shown}); refusing to overwrite it.")
         if not append and has_root and not overwrite:
             raise StoreExistsError(f"{url!r} already holds a qpyr store; pass --overwrite (overwrite=True) to replace it.")
         if not has_root and not overwrite and has_foreign_content(ostore):

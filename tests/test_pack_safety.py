@@ -1,0 +1,83 @@
+"""Pack safety (issue #16): ``--overwrite`` only replaces qpyr stores, ``--append`` needs a store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import qpyr
+from qpyr.cli import main
+from qpyr.errors import InputError, StoreExistsError
+
+RNG = np.random.default_rng(16)
+
+
+def _one_line_error(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1 and lines[0].startswith("qpyr "), err
+    for n in needles:
+        assert n in err, (n, err)
+    return err
+
+
+# --- 3. --overwrite replaces only qpyr stores (or an empty directory) -----------------------
+
+def _user_dir(tmp_path):
+    d = tmp_path / "ow"
+    (d / "sub").mkdir(parents=True)
+    (d / "keep.txt").write_text("notes")
+    (d / "sub" / "thesis.tex").write_text("\\documentclass{article}")
+    return d
+
+
+def test_cli_overwrite_refuses_a_directory_that_is_not_a_store(tmp_path, capsys):
+    Image.fromarray(RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    d = _user_dir(tmp_path)
+    assert main(["pack", str(tmp_path / "x.png"), "-o", str(d), "--overwrite", "-q"]) == 1
+    _one_line_error(capsys, "2 files that are not a qpyr store", "keep.txt", "sub/thesis.tex", "refusing to overwrite")
+    assert (d / "keep.txt").read_text() == "notes" and (d / "sub" / "thesis.tex").exists()
+    assert sorted(p.name for p in d.iterdir()) == ["keep.txt", "sub"]
+    # without the flag: the same refusal, and no advice to pass --overwrite
+    assert main(["pack", str(tmp_path / "x.png"), "-o", str(d), "-q"]) == 1
+    err = _one_line_error(capsys, "not a qpyr store", "keep.txt")
+    assert "--overwrite" not in err
+    assert sorted(p.name for p in d.iterdir()) == ["keep.txt", "sub"]
+
+
+def test_api_overwrite_refuses_a_foreign_zarr_group(tmp_path):
+    d = tmp_path / "z"
+    d.mkdir()
+    (d / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
+    (d / "data").mkdir()
+    (d / "data" / "zarr.json").write_text("{}")
+    with pytest.raises(StoreExistsError, match="not a qpyr store"):
+        qpyr.pack({"x": np.zeros((8, 8), np.uint8)}, str(d), overwrite=True)
+    assert (d / "zarr.json").exists() and (d / "data" / "zarr.json").exists()
+
+
+def test_api_overwrite_replaces_a_store_and_an_empty_directory(tmp_path):
+    url = tmp_path / "s.qpyr"
+    qpyr.pack({"a": np.zeros((8, 8), np.uint8)}, str(url), policy="lossless")
+    with pytest.raises(StoreExistsError, match="--overwrite"):  # a store: the advice stands
+        qpyr.pack({"b": np.ones((8, 8), np.uint8)}, str(url), policy="lossless")
+    assert qpyr.pack({"b": np.ones((8, 8), np.uint8)}, str(url), policy="lossless", overwrite=True).names == ["b"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert len(qpyr.pack({"c": np.ones((8, 8), np.uint8)}, str(empty), overwrite=True)) == 1
+
+
+# --- 12. --append needs a store; floors name levels that exist ------------------------------
+
+def test_append_to_a_missing_path_is_an_error(tmp_path, capsys):
+    url = tmp_path / "nothing.qpyr"
+    with pytest.raises(InputError, match="no store at .* to append to; drop --append to create one"):
+        qpyr.pack({"x": np.zeros((8, 8), np.uint8)}, str(url), append=True)
+    assert not url.exists()
+    np.save(tmp_path / "x.npy", np.zeros((8, 8), np.uint8))
+    assert main(["pack", str(tmp_path / "x.npy"), "-o", str(url), "--append", "-q"]) == 1
+    _one_line_error(capsys, "no store at", "nothing.qpyr", "drop --append")
+    assert not url.exists()

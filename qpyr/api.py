@@ -57,7 +57,7 @@ def pack(
     from qpyr.write.writer import DEFAULT_SLOTS_PER_TASK, PackOptions, run_pack
 
     opts = PackOptions(
-        policy=policy or DEFAULT_POLICY, levels=levels, filter=filter,
+        policy=policy or DEFAULT_POLICY, deep_lossless=policy is None, levels=levels, filter=filter,
         min_side=min_side or DEFAULT_MIN_SIDE, pixel_limit=pixel_limit or DEFAULT_PIXEL_LIMIT,
         nonfinite=nonfinite, slots_per_task=slots_per_task or DEFAULT_SLOTS_PER_TASK,
         min_ssim=_floor_strings(min_ssim), min_psnr=_floor_strings(min_psnr),

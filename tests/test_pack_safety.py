@@ -81,3 +81,44 @@ def test_append_to_a_missing_path_is_an_error(tmp_path, capsys):
     assert main(["pack", str(tmp_path / "x.npy"), "-o", str(url), "--append", "-q"]) == 1
     _one_line_error(capsys, "no store at", "nothing.qpyr", "drop --append")
     assert not url.exists()
+
+
+# --- the default policy keeps sources above 8 bits exact ----------------------------------
+
+def _deep_arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(16)
+    yy, xx = np.mgrid[0:96, 0:80]
+    mri = (yy * 523 + xx * 97 + rng.integers(0, 4000, (96, 80))).astype(np.int64) % 65536
+    return {"mri16": mri.astype(np.uint16),
+            "f32": (np.sin(yy / 7.0) * np.cos(xx / 5.0) + rng.normal(0, 0.05, (96, 80))).astype(np.float32)}
+
+
+def _level0(st, name, src):
+    from qpyr.ops.unpack import to_source_array
+
+    return to_source_array(st.read(name, [0])[0], src.dtype.name)[..., 0]
+
+
+def test_the_default_policy_stores_16_bit_and_float_sources_exactly(tmp_path, capsys):
+    src = _deep_arrays()
+    st = qpyr.pack(dict(src, u8=np.zeros((32, 32, 3), np.uint8)), str(tmp_path / "deep.qpyr"), levels=2)
+    for name, a in src.items():
+        assert np.array_equal(_level0(st, name, a), a), name
+        assert all(lv["encoding"].startswith("lossless") for lv in st.item_info(name)["levels"])
+    assert not st.item_info("u8")["levels"][0]["encoding"].startswith("lossless")  # 8-bit: lossy default
+    assert main(["info", st.url, "--items"]) == 0
+    assert "lossless" in capsys.readouterr().out  # info names the encoding per item and level
+
+
+def test_an_explicit_lossy_policy_is_still_lossy_for_16_bit_sources(tmp_path):
+    a = _deep_arrays()["mri16"]
+    st = qpyr.pack({"mri16": a}, str(tmp_path / "lossy.qpyr"), levels=2, policy="quality:ssim=0.95")
+    assert not np.array_equal(_level0(st, "mri16", a), a)
+
+
+def test_cli_default_policy_keeps_a_16_bit_png_exact(tmp_path):
+    a = _deep_arrays()["mri16"]
+    Image.fromarray(a).save(tmp_path / "mri.png")
+    out = tmp_path / "s.qpyr"
+    assert main(["pack", str(tmp_path / "mri.png"), "-o", str(out), "--levels", "2", "--quiet"]) == 0
+    assert np.array_equal(_level0(qpyr.open(str(out)), "mri.png", a), a)

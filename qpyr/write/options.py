@@ -34,10 +34,28 @@ class PackOptions:
     #: ``(path, slots_per_task)`` of existing buckets (an append) created with another
     #: ``slots_per_task``: their geometry (items per shard, task slot ranges) is fixed
     bucket_slots: tuple[tuple[str, int], ...] = ()
+    #: store sources deeper than 8 bits (uint16, int16, float, ...) with the ``lossless`` policy
+    #: whatever ``policy`` says: what the default policy does (``qpyr.pack`` without
+    #: ``policy=``, ``qpyr pack`` without ``--policy``), so it never drops bit depth silently
+    deep_lossless: bool = False
 
     def make_policy(self) -> Any:
         """The policy with the floors applied."""
         return with_floors(parse_policy(self.policy), parse_floors(list(self.min_ssim) or None, list(self.min_psnr) or None))
+
+    def policy_for(self, policy: Any, source_dtype: Any) -> Any:
+        """The policy an item of ``source_dtype`` is packed with (see ``deep_lossless``)."""
+        if self.deep_lossless and is_deep(source_dtype):
+            return parse_policy("lossless")
+        return policy
+
+
+def is_deep(source_dtype: Any) -> bool:
+    """Whether a source dtype holds more than 8 bits per sample (8-bit ints and bool do not)."""
+    import numpy as np
+
+    dt = np.dtype(source_dtype)
+    return not (dt.kind == "b" or (dt.kind in "iu" and dt.itemsize == 1))
 
     def __post_init__(self) -> None:
         if self.levels is not None and not 1 <= self.levels <= 32:

@@ -95,7 +95,7 @@ def pack_task(
     every shard: a task without a receipt is re-run.
     """
     ostore = ObjectStore(url, storage_options)
-    policy = options.make_policy()
+    base_policy = options.make_policy()
     fixed = dict(options.bucket_slots)
     accs: dict[str, _BucketAcc] = {}
     prev_levels: list[np.ndarray] | None = None
@@ -106,6 +106,7 @@ def pack_task(
         arr = load(ref, pixel_limit=options.pixel_limit, nonfinite=options.nonfinite)
         src_dt = arr.dtype
         levels = build_pyramid(arr, options.levels, filter=options.filter, min_side=options.min_side)
+        policy = options.policy_for(base_policy, src_dt)
         if hasattr(policy, "plan_encoded"):
             # side information: the previous item's levels (frame sequences)
             kw = {"previous": prev_levels} if getattr(policy, "uses_previous", False) else {}

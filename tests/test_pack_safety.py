@@ -122,3 +122,16 @@ def test_cli_default_policy_keeps_a_16_bit_png_exact(tmp_path):
     out = tmp_path / "s.qpyr"
     assert main(["pack", str(tmp_path / "mri.png"), "-o", str(out), "--levels", "2", "--quiet"]) == 0
     assert np.array_equal(_level0(qpyr.open(str(out)), "mri.png", a), a)
+
+
+@pytest.mark.parametrize("flag", ["--min-ssim", "--min-psnr"])
+def test_a_floor_for_a_level_the_pack_does_not_have_is_an_error(tmp_path, capsys, flag):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "x.png")
+    value = "9:0.9" if flag == "--min-ssim" else "9:30"
+    rc = main(["pack", str(tmp_path / "x.png"), "-o", str(tmp_path / "s.qpyr"), "--levels", "3", flag, value])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"{flag} names level 9, but the pack has 3 level(s)" in err, err
+    assert not (tmp_path / "s.qpyr" / "zarr.json").exists()
+    # a floor for an existing level is accepted
+    assert main(["pack", str(tmp_path / "x.png"), "-o", str(tmp_path / "t.qpyr"), "--levels", "3", flag,
+                 value.replace("9:", "2:"), "--quiet"]) == 0

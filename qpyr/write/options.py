@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from qpyr.errors import InputError
+from qpyr.errors import InputError, PolicyError
 from qpyr.io.inputs import DEFAULT_PIXEL_LIMIT
 from qpyr.io.pyramid import DEFAULT_MIN_SIDE, Filter
 from qpyr.policies import parse_floors, parse_policy, with_floors
@@ -49,14 +49,6 @@ class PackOptions:
             return parse_policy("lossless")
         return policy
 
-
-def is_deep(source_dtype: Any) -> bool:
-    """Whether a source dtype holds more than 8 bits per sample (8-bit ints and bool do not)."""
-    import numpy as np
-
-    dt = np.dtype(source_dtype)
-    return not (dt.kind == "b" or (dt.kind in "iu" and dt.itemsize == 1))
-
     def __post_init__(self) -> None:
         if self.levels is not None and not 1 <= self.levels <= 32:
             raise InputError(f"Expected levels in 1..32. Got {self.levels}.")
@@ -70,3 +62,18 @@ def is_deep(source_dtype: Any) -> bool:
             raise InputError(f"Expected a positive pixel limit. Got {self.pixel_limit}.")
         Filter(self.filter)
         self.make_policy()  # validate the policy and floors early
+        if self.levels is not None:
+            floors = parse_floors(list(self.min_ssim) or None, list(self.min_psnr) or None)
+            for key, fl in (("--min-ssim", floors.ssim), ("--min-psnr", floors.psnr)):
+                bad = sorted({li for li, _ in fl if li >= self.levels})
+                if bad:
+                    raise PolicyError(f"{key} names level {bad[0]}, but the pack has {self.levels} level(s) "
+                                      f"(0..{self.levels - 1}); drop the floor or raise --levels.")
+
+
+def is_deep(source_dtype: Any) -> bool:
+    """Whether a source dtype holds more than 8 bits per sample (8-bit ints and bool do not)."""
+    import numpy as np
+
+    dt = np.dtype(source_dtype)
+    return not (dt.kind == "b" or (dt.kind in "iu" and dt.itemsize == 1))

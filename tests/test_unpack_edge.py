@@ -4,6 +4,7 @@ empty output directories left behind by a failure."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import imagecodecs
 import numpy as np
@@ -53,3 +54,34 @@ def test_a_failed_write_leaves_no_partial_file_and_no_empty_directory(tmp_path, 
     with pytest.raises(RuntimeError):
         unpack_mod.unpack(st, str(kept))
     assert kept.exists() and os.listdir(kept) == []  # an existing directory stays; no partial file
+
+
+def _varied(tmp_path: Path) -> tuple[str, list[str]]:
+    rng = np.random.default_rng(3)
+    inputs = {}
+    for i in range(10):
+        s = 256 if i % 2 == 0 else 8  # 8x8 items have fewer levels
+        inputs[f"i{i}.png"] = rng.integers(0, 256, (s, s, 3), dtype=np.uint8)
+    url = str(tmp_path / "v.qpyr")
+    store = qpyr.pack(inputs, url, policy="lossless")
+    lacking = [n for n in store.names if len(store.item_info(n)["levels"]) <= 3]
+    assert 0 < len(lacking) < len(store)
+    return url, lacking
+
+
+def test_unpack_level_only_some_items_have_writes_the_rest_and_reports(tmp_path, capsys):
+    url, lacking = _varied(tmp_path)
+    out = tmp_path / "o"
+    assert main(["unpack", url, "-o", str(out), "--level", "3", "--format", "npy"]) == 0
+    assert len(list(out.glob("*.npy"))) == 10 - len(lacking)
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert f"{len(lacking)} items have no level 3: {lacking[0]}" in text and "(skipped)" in text
+
+
+def test_unpack_level_no_item_has_fails_and_leaves_no_output_dir(tmp_path, capsys):
+    url, _ = _varied(tmp_path)
+    out = tmp_path / "o"
+    assert main(["unpack", url, "-o", str(out), "--level", "9"]) == 1
+    assert "level 9" in capsys.readouterr().err
+    assert not out.exists()

@@ -149,8 +149,13 @@ def unpack(
     items: Sequence[str] | None = None,
     fmt: str = "png",
     on_item: Callable[[str], None] | None = None,
+    skipped: list[str] | None = None,
 ) -> list[str]:
-    """Write ``<out_dir>/<item name>_l<level>.<ext>`` files; returns the paths written."""
+    """Write ``<out_dir>/<item name>_l<level>.<ext>`` files; returns the paths written.
+
+    Items without an asked level are skipped (their names appended to ``skipped`` when given);
+    if no item has any asked level, :class:`ItemNotFoundError`. A failed unpack leaves no empty
+    output directory of its own making."""
     if fmt not in FORMATS:
         raise InputError(f"Expected --format one of {', '.join(FORMATS)}. Got {fmt!r}.")
     names = list(items) if items else store.names
@@ -163,7 +168,7 @@ def unpack(
     except OSError as e:
         raise StorageError(f"Cannot create the output directory {out_dir!r}: {e.strerror or e}.") from e
     try:
-        return _unpack_into(store, root, names, levels, fmt, on_item)
+        return _unpack_into(store, root, names, levels, fmt, on_item, skipped)
     except BaseException:
         if created:  # a failed unpack leaves no empty directory of its own making behind
             _remove_empty_dirs(root)
@@ -179,7 +184,8 @@ def _remove_empty_dirs(root: str) -> None:
 
 
 def _unpack_into(store: Store, root: str, names: list[str], levels: Sequence[int] | None, fmt: str,
-                 on_item: Callable[[str], None] | None) -> list[str]:
+                 on_item: Callable[[str], None] | None, skipped: list[str] | None) -> list[str]:
+    missing: list[str] = []
     written: list[str] = []
     used: set[str] = set()
     ext = {"png": "png", "tiff": "tif", "npy": "npy"}[fmt]
@@ -190,9 +196,12 @@ def _unpack_into(store: Store, root: str, names: list[str], levels: Sequence[int
             raise InputError(f"Item {name!r} has a {src} source, which PNG cannot hold; use --format tiff or npy.")
         nl = len(info["levels"])
         want = list(range(nl)) if levels is None else list(levels)
-        for li in want:
-            if not 0 <= li < nl:
-                raise ItemNotFoundError(f"Item {name!r} has levels 0..{nl - 1}; --level {li} was asked for.")
+        if any(not 0 <= li < nl for li in want):
+            if levels is not None and all(li >= 0 for li in want):
+                missing.append(name)  # a level this item lacks: skipped and reported
+                continue
+            bad = next(li for li in want if not 0 <= li < nl)
+            raise ItemNotFoundError(f"Item {name!r} has levels 0..{nl - 1}; --level {bad} was asked for.")
         rel = safe_relpath(name)
         stem = rel.rsplit(".", 1)[0] if "." in rel.rsplit("/", 1)[-1] else rel
         if stem.lower() in used:  # two names sanitized to the same path: keep both
@@ -221,4 +230,9 @@ def _unpack_into(store: Store, root: str, names: list[str], levels: Sequence[int
             written.append(path)
         if on_item:
             on_item(name)
+    if missing and not written:
+        asked = ", ".join(str(li) for li in levels or [])
+        raise ItemNotFoundError(f"No item has level {asked}: {len(missing)} item(s) asked, none written.")
+    if skipped is not None:
+        skipped.extend(missing)
     return written

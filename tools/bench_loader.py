@@ -15,7 +15,7 @@ written by Pillow (4:2:0), and uint8 ``.npy`` files. Every loader ends with the 
 ``--workers`` workers, the same batch size and shuffled order, in two modes:
 
 - *float32 made in the workers*: each loader's dataset returns float32 images (default collate);
-- *uint8 out of the workers* (``--dtype uint8``): qpyr's dataset gives ``uint8 [C, H, W]``
+- *uint8 out of the workers* (added by ``--dtype uint8``): qpyr's dataset gives ``uint8 [C, H, W]``
   (``dtype=torch.uint8``), the peers their decoded uint8 pixels, all collated by the default
   collate (``pin_memory=True`` where CUDA exists), and the main process makes float32
   ``.float().div_(255)`` on the device: the FFCV / DALI layout, where the 1.5x level-0 target
@@ -330,14 +330,14 @@ def bench_policy(policy: str, items: dict[str, np.ndarray], jpgs: list[str], npy
         def u8_loader(ds: Any) -> Any:
             return uint8_finish(make_loader(ds, args, pin=True))
 
-        modes = {"uint8 [C, H, W] out of the workers (qpyr dtype=torch.uint8, peers' uint8), float32 made in the "
-                 "main process": lambda: {
-                     "qpyr L0": u8_loader(qds(url, levels=[0], dtype=u8)),
-                     "jpeg": u8_loader(JpegFolder(jpgs, uint8=True)),
-                     "npy": u8_loader(NpyFolder(npys, uint8=True)),
-                     f"qpyr L{L}": u8_loader(qds(url, levels=[L], dtype=u8)),
-                     "jpeg draft": u8_loader(JpegFolder(jpgs, draft=cs, uint8=True)),
-                 }}
+        modes["uint8 [C, H, W] out of the workers (qpyr dtype=torch.uint8, peers' uint8), float32 made in the "
+              "main process"] = lambda: {
+            "qpyr L0": u8_loader(qds(url, levels=[0], dtype=u8)),
+            "jpeg": u8_loader(JpegFolder(jpgs, uint8=True)),
+            "npy": u8_loader(NpyFolder(npys, uint8=True)),
+            f"qpyr L{L}": u8_loader(qds(url, levels=[L], dtype=u8)),
+            "jpeg draft": u8_loader(JpegFolder(jpgs, draft=cs, uint8=True)),
+        }
     for mode, build in modes.items():
         loaders = build()
         rates = measure(loaders, args.rounds)
@@ -381,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                         "'default' = the library's default policy)")
     p.add_argument("--coarse", type=int, default=2, help="coarse level (default 2 = 1/4 per side)")
     p.add_argument("--dtype", choices=("float32", "uint8"), default="float32",
-                   help="float32: the float32-in-workers and payload modes; uint8: uint8 batches out of every "
-                        "loader's workers, normalised in the main process")
+                   help="uint8: add a third mode, uint8 batches out of every loader's workers, normalised in the "
+                        "main process (default float32: the float32-in-workers and payload modes only)")
     p.add_argument("--no-s3", action="store_true")
     p.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed after)")
     args = p.parse_args(argv)

@@ -350,7 +350,8 @@ def bench_policy(policy: str, items: dict[str, np.ndarray], jpgs: list[str], npy
         for label, k in rows:
             print(f"  {label:<40}{statistics.median(rates[k]):>16.0f}")
         checks = [
-            ("qpyr L0 / JPEG ImageFolder", "qpyr L0", "jpeg", 1.5),
+            # the level-0 bar is 1.0x with float32 made in the workers, 1.5x with uint8 out (DESIGN.md)
+            ("qpyr L0 / JPEG ImageFolder", "qpyr L0", "jpeg", 1.5 if mode.startswith("uint8") else 1.0),
             ("qpyr L0 / raw .npy", "qpyr L0", "npy", None),
             (f"qpyr L{L} / full-size JPEG decoding", f"qpyr L{L}", "jpeg", 5.0),
             (f"qpyr L{L} / JPEG draft-mode decoding", f"qpyr L{L}", "jpeg draft", 1.5),

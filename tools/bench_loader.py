@@ -1,11 +1,12 @@
 """DataLoader throughput: qpyr vs a Pillow-JPEG ImageFolder and raw .npy files, same photos.
 
     python tools/bench_loader.py [--items 300] [--workers 2] [--batch 32] [--rounds 5]
-                                 [--policy SPEC]... [--no-s3]
+                                 [--policy SPEC]... [--dtype float32|uint8] [--no-s3]
 
-Data: the five real photos that ship with scikit-image (astronaut, chelsea, coffee, rocket,
-motorcycle), resized to 512x512 with Pillow (Lanczos) and replicated with rolls/flips to
-``--items`` distinct images. The same pixels are stored three ways: a qpyr store per
+Data: ``--items`` random 512x512 crops (``qpyr.samples.random_crops``: a window of 20-100 % of
+the photo per side, resized bilinearly) of all of ``qpyr.samples.SAMPLE_PHOTOS``, the real
+photos that ship with scikit-image (astronaut, chelsea, coffee, rocket, motorcycle): distinct
+images with varied zoom and detail, not five images repeated. The same pixels are stored three ways: a qpyr store per
 ``--policy`` (repeatable; default ``lossless:codec=zstd``, the standard-Zarr lossless encoding,
 whose zstd decoding is the fastest qpyr offers; ``--policy default`` adds the library's default
 policy, whose ``qpyr.lossless`` codec trades decode speed for 0.77x PNG bytes), JPEG q90 files
@@ -14,6 +15,11 @@ written by Pillow (4:2:0), and uint8 ``.npy`` files. Every loader ends with the 
 ``--workers`` workers, the same batch size and shuffled order, in two modes:
 
 - *float32 made in the workers*: each loader's dataset returns float32 images (default collate);
+- *uint8 out of the workers* (added by ``--dtype uint8``): qpyr's dataset gives ``uint8 [C, H, W]``
+  (``dtype=torch.uint8``), the peers their decoded uint8 pixels, all collated by the default
+  collate (``pin_memory=True`` where CUDA exists), and the main process makes float32
+  ``.float().div_(255)`` on the device: the FFCV / DALI layout, where the 1.5x level-0 target
+  applies;
 - *compact out of the workers*: qpyr workers return payloads (``device_decode=True``) that
   ``qpyr.torch.decode_batch`` decodes in the main process, the peers return uint8 images that
   the main process converts with ``.float().div_(255)`` -- on the bench's device, which is the
@@ -69,25 +75,13 @@ from qpyr.torch.collate import collate_list
 warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
 
 
-def load_photos(side: int) -> list[np.ndarray]:
-    from qpyr.samples import SAMPLE_PHOTOS, sample_photo
-
-    out = []
-    for n in SAMPLE_PHOTOS:
-        a = sample_photo(n)
-        out.append(np.asarray(Image.fromarray(a).resize((side, side), Image.LANCZOS)))
-    return out
-
-
 def corpus(n: int, side: int) -> dict[str, np.ndarray]:
-    base = load_photos(side)
-    items = {}
-    for k in range(n):
-        a = base[k % len(base)]
-        r = k // len(base)
-        v = np.roll(a, 7 * r, axis=1) if r % 2 == 0 else np.roll(a[:, ::-1], 5 * r, axis=0)
-        items[f"img{k:05d}"] = np.ascontiguousarray(v)
-    return items
+    """``n`` random ``side x side`` crops of every sample photo (same seed, same crops)."""
+    from qpyr.samples import SAMPLE_PHOTOS, random_crops, sample_photo
+
+    photos = [sample_photo(p) for p in SAMPLE_PHOTOS]
+    return {f"img{k:05d}": np.ascontiguousarray(a)
+            for k, a in enumerate(random_crops(photos, n, side, side, seed=0))}
 
 
 # ---------------------------------------------------------------------------------- peers
@@ -122,13 +116,14 @@ class NpyFolder(torch.utils.data.Dataset):  # type: ignore[type-arg]
         return t if self.uint8 else t.float().div_(255)
 
 
-def make_loader(ds: Any, args: argparse.Namespace, persistent: bool = True, collate: Any = None
-                ) -> torch.utils.data.DataLoader:  # type: ignore[type-arg]
+def make_loader(ds: Any, args: argparse.Namespace, persistent: bool = True, collate: Any = None,
+                pin: bool = False) -> torch.utils.data.DataLoader:  # type: ignore[type-arg]
     g = torch.Generator()
     g.manual_seed(0)
     return torch.utils.data.DataLoader(ds, batch_size=args.batch, shuffle=True, generator=g, num_workers=args.workers,
                                        persistent_workers=persistent and args.workers > 0, collate_fn=collate,
-                                       prefetch_factor=4 if args.workers else None)
+                                       prefetch_factor=4 if args.workers else None,
+                                       pin_memory=pin and torch.cuda.is_available())
 
 
 def one_pass(loader: Any) -> tuple[float, int]:
@@ -153,6 +148,21 @@ def device_finish(loader: Any) -> Any:
         loader.finish = lambda b: qpyr.torch.decode_batch(b, dev)
     else:
         loader.finish = lambda b: b.to(dev).float().div_(255)
+    return loader
+
+
+def uint8_finish(loader: Any) -> Any:
+    """uint8 mode: every loader hands out uint8 batches; the main process makes float32 on
+    the bench's device (``.float().div_(255)``), the same for qpyr and the peers."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return x.to(dev, non_blocking=True).float().div_(255)
+
+    if isinstance(loader.dataset, qpyr.torch.PyramidDataset):
+        loader.finish = lambda b: {**b, "levels": {k: norm(v) for k, v in b["levels"].items()}}
+    else:
+        loader.finish = norm
     return loader
 
 
@@ -314,6 +324,20 @@ def bench_policy(policy: str, items: dict[str, np.ndarray], jpgs: list[str], npy
             "jpeg draft": device_finish(make_loader(JpegFolder(jpgs, draft=cs, uint8=True), args)),
         },
     }
+    if args.dtype == "uint8":
+        u8 = torch.uint8
+
+        def u8_loader(ds: Any) -> Any:
+            return uint8_finish(make_loader(ds, args, pin=True))
+
+        modes["uint8 [C, H, W] out of the workers (qpyr dtype=torch.uint8, peers' uint8), float32 made in the "
+              "main process"] = lambda: {
+            "qpyr L0": u8_loader(qds(url, levels=[0], dtype=u8)),
+            "jpeg": u8_loader(JpegFolder(jpgs, uint8=True)),
+            "npy": u8_loader(NpyFolder(npys, uint8=True)),
+            f"qpyr L{L}": u8_loader(qds(url, levels=[L], dtype=u8)),
+            "jpeg draft": u8_loader(JpegFolder(jpgs, draft=cs, uint8=True)),
+        }
     for mode, build in modes.items():
         loaders = build()
         rates = measure(loaders, args.rounds)
@@ -326,7 +350,8 @@ def bench_policy(policy: str, items: dict[str, np.ndarray], jpgs: list[str], npy
         for label, k in rows:
             print(f"  {label:<40}{statistics.median(rates[k]):>16.0f}")
         checks = [
-            ("qpyr L0 / JPEG ImageFolder", "qpyr L0", "jpeg", 1.5),
+            # the level-0 bar is 1.0x with float32 made in the workers, 1.5x with uint8 out (DESIGN.md)
+            ("qpyr L0 / JPEG ImageFolder", "qpyr L0", "jpeg", 1.5 if mode.startswith("uint8") else 1.0),
             ("qpyr L0 / raw .npy", "qpyr L0", "npy", None),
             (f"qpyr L{L} / full-size JPEG decoding", f"qpyr L{L}", "jpeg", 5.0),
             (f"qpyr L{L} / JPEG draft-mode decoding", f"qpyr L{L}", "jpeg draft", 1.5),
@@ -356,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"qpyr policy to measure (repeatable; default {', '.join(DEFAULT_POLICIES)}; "
                         "'default' = the library's default policy)")
     p.add_argument("--coarse", type=int, default=2, help="coarse level (default 2 = 1/4 per side)")
+    p.add_argument("--dtype", choices=("float32", "uint8"), default="float32",
+                   help="uint8: add a third mode, uint8 batches out of every loader's workers, normalised in the "
+                        "main process (default float32: the float32-in-workers and payload modes only)")
     p.add_argument("--no-s3", action="store_true")
     p.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed after)")
     args = p.parse_args(argv)
@@ -374,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             np.save(npp, a)
             jpgs.append(jp)
             npys.append(npp)
-        print(f"{args.items} images {args.side}x{args.side} (5 scikit-image photos, rolled/flipped); "
+        print(f"{args.items} images {args.side}x{args.side} (random crops of the 5 scikit-image sample photos); "
               f"{args.workers} workers, batch {args.batch}, torch threads 1, {os.cpu_count()} CPUs; "
               f"{args.rounds} rounds of interleaved passes")
         urls = []

@@ -29,10 +29,11 @@ import numpy as np
 import torch
 
 from qpyr.codecs.quant import Granularity, Quantizer, StoredType, unpack_nibbles
-from qpyr.errors import FormatError
+from qpyr.errors import FormatError, InputError
 from qpyr.read.protocols import BatchReconstructor, SplitDecoder, split_codec
 
-__all__ = ["LevelPayload", "PayloadBatch", "StoredLevel", "decode_payloads", "split_codec", "torch_dtype"]
+__all__ = ["LevelPayload", "PayloadBatch", "StoredLevel", "check_dtype", "decode_payloads", "split_codec",
+           "to_uint8", "torch_dtype"]
 
 _TORCH_DTYPES = {
     "uint8": torch.uint8, "int8": torch.int8, "uint16": torch.uint16, "int16": torch.int16,
@@ -45,6 +46,51 @@ _WIDE = (torch.float64, torch.int32, torch.int64, torch.uint32, torch.uint64)
 def torch_dtype(dt: np.dtype[Any]) -> torch.dtype:
     """torch dtype holding numpy stored samples of dtype ``dt`` (same bits)."""
     return _TORCH_DTYPES[np.dtype(dt).name]
+
+
+_U8_SCALE = 1.0 / 255.0
+
+
+def check_dtype(dtype: Any) -> torch.dtype:
+    """``dtype`` if reads can produce it (a floating torch dtype, or ``torch.uint8``), else
+    :class:`~qpyr.errors.InputError`."""
+    if not isinstance(dtype, torch.dtype) or not (dtype.is_floating_point or dtype == torch.uint8):
+        raise InputError(f"dtype: expected a floating torch dtype or torch.uint8. Got {dtype!r}.")
+    return dtype
+
+
+def check_uint8_source(value_scale: float, what: str = "this item") -> None:
+    """uint8 output is defined for 8-bit sources only (values ``k / 255``). A 16-bit source
+    would lose 8 of its bits and a float source has no 0..255 range: read those as float."""
+    if value_scale != _U8_SCALE:
+        src = "16-bit" if value_scale == 1.0 / 65535.0 else "float / wide integer"
+        raise InputError(f"dtype=torch.uint8 needs an 8-bit (uint8) source; {what} has a {src} source. "
+                         "Read it with a floating dtype.")
+
+
+def to_uint8(v: torch.Tensor) -> torch.Tensor:
+    """Values in [0, 1] -> ``uint8`` 0..255: ``floor(255 * v + 0.5)`` in float32, clamped (half
+    up, the rounding of the ``qpyr.dct`` codec's uint8 path)."""
+    x = v.to(torch.float32).mul(255.0).add_(0.5).clamp_(0.0, 255.0)
+    if x.device.type == "cpu":
+        # numpy's float32 -> uint8 cast is vectorised (~4x torch's on CPU); both truncate, which
+        # on clamped non-negative samples is the floor
+        return torch.from_numpy(x.numpy().astype(np.uint8))
+    return x.floor_().to(torch.uint8)
+
+
+def _identity_u8(t: torch.Tensor, q: Quantizer, p: torch.Tensor | None) -> bool:
+    """Whether the uint8 codes ``t`` already are the 8-bit values: a lossless uint8 level, or
+    an affine one with scale 1/255 and zero-point 0 (how ``qpyr.dct`` levels are stored)."""
+    if t.dtype != torch.uint8 or q.is_packed:
+        return False
+    if q.dtype is StoredType.SOURCE:
+        return True
+    if not q.is_integer or p is None or q.granularity is Granularity.BLOCK:
+        return False
+    lead = t.dim() - 3  # as Quantizer.dequantize: [..., 2, *groups] against [..., C, H, W]
+    s, z = p.select(lead, 0), p.select(lead, 1)
+    return bool((z == 0).all()) and bool(((s.double() * 255.0 - 1.0).abs() < 1e-6).all())
 
 
 def _to(t: torch.Tensor, dev: torch.device) -> torch.Tensor:
@@ -202,7 +248,9 @@ class LevelPayload:
 
     def decode(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Values ``Tensor[C, height, width]`` of ``dtype`` on ``device``: in [0, 1] for 8/16-bit
-        sources, source units otherwise. The arithmetic runs on ``device``."""
+        sources, source units otherwise; ``torch.uint8`` gives 0..255 (8-bit sources only:
+        :func:`to_uint8` of the float32 values, the stored codes themselves where they are the
+        values). The arithmetic runs on ``device``."""
         dev = torch.device(device)
         return self._values(self.codes(dev), dev, dtype)
 
@@ -210,6 +258,11 @@ class LevelPayload:
         """:meth:`decode` from the result's stored samples ``t`` (what :meth:`codes` gives)."""
         p, py, px = self._params(dev)
         q = self.quantizer
+        u8 = dtype == torch.uint8
+        if u8:
+            check_uint8_source(self.value_scale)
+            if self.coarser is None and not (py or px) and _identity_u8(t, q, p):
+                return t  # the codes are the values (for qpyr.dct, the codec's own uint8 rounding)
         if py or px:
             # Quantizer.dequantize aligns block parameters at sample (0, 0): pad the result
             # to the start of its first block instead of restating the maths here.
@@ -221,7 +274,7 @@ class LevelPayload:
             from qpyr.codecs.tiles import fill_pruned
 
             out = fill_pruned(out.to(torch.float32), self.coarser.decode(dev, torch.float32))
-        return out.to(dtype)
+        return to_uint8(out) if u8 else out.to(dtype)
 
     def stored(self, device: str | torch.device = "cpu") -> StoredLevel:
         """The stored values with their scale and zero-point (no dequantization)."""
@@ -317,7 +370,13 @@ class PayloadBatch(Sequence[LevelPayload]):
         idx, st, pp = self._groups[g]
         p0 = self._items[idx[0]]
         x = _to(st.pin_memory() if dev.type == "cuda" and not st.is_pinned() else st, dev)
-        vals = p0.quantizer.dequantize(x, None if pp is None else _to(pp, dev), value_scale=p0.value_scale)
+        params = None if pp is None else _to(pp, dev)
+        if dtype == torch.uint8:
+            check_uint8_source(p0.value_scale)
+            if _identity_u8(x, p0.quantizer, params):
+                return x
+            return to_uint8(p0.quantizer.dequantize(x, params, value_scale=p0.value_scale))
+        vals = p0.quantizer.dequantize(x, params, value_scale=p0.value_scale)
         return vals.to(dtype)
 
     def decode(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import torch
 
-from qpyr.read.payload import LevelPayload, decode_payloads
+from qpyr.read.payload import LevelPayload, decode_payloads, to_uint8
 from qpyr.read.selection import Region
 
 __all__ = ["PayloadSource", "with_coarser", "decode_levels", "decode_batch"]
@@ -73,9 +73,16 @@ def _fill_window(source: PayloadSource, i: int, level: int, p: LevelPayload, t: 
     """Window ``t`` (payload ``p`` decoded) with its pruned samples filled: cut from the whole
     level where it holds any."""
     if not (p.pruned and level + 1 < source.item_levels(i) and t.is_floating_point() and bool(torch.isnan(t).any())):
-        return t
+        return to_uint8(t) if dtype == torch.uint8 and t.is_floating_point() else t
     y0, x0 = p.origin
-    return _whole(source, i, level, dev)[:, y0:y0 + t.shape[1], x0:x0 + t.shape[2]].to(dtype)
+    w = _whole(source, i, level, dev)[:, y0:y0 + t.shape[1], x0:x0 + t.shape[2]]
+    return to_uint8(w) if dtype == torch.uint8 else w.to(dtype)
+
+
+def _window_dtype(p: LevelPayload, dtype: torch.dtype) -> torch.dtype:
+    """Pruned windows decode as float32 (their NaN mark the samples to fill) when uint8 is
+    asked for; :func:`_fill_window` rounds them after the fill."""
+    return torch.float32 if dtype == torch.uint8 and p.pruned else dtype
 
 
 def decode_levels(source: PayloadSource, i: int, payloads: Mapping[int, LevelPayload], region: Region | None,
@@ -83,7 +90,8 @@ def decode_levels(source: PayloadSource, i: int, payloads: Mapping[int, LevelPay
     """``{level: Tensor[C, h, w]}`` of item ``i``'s fetched ``payloads`` decoded on ``dev``,
     pruned tiles filled (a requested coarser level is the one filled from)."""
     if region is not None:
-        return {li: _fill_window(source, i, li, p, p.decode(dev, dtype), dev, dtype) for li, p in payloads.items()}
+        return {li: _fill_window(source, i, li, p, p.decode(dev, _window_dtype(p, dtype)), dev, dtype)
+                for li, p in payloads.items()}
     coefficients = dev.type != "cpu"
     done: dict[int, LevelPayload] = {}
     for li in sorted(payloads, reverse=True):  # coarsest first: a finer level fills from it
@@ -97,7 +105,8 @@ def decode_batch(source: PayloadSource, items: Sequence[int], levels: Sequence[i
     """Payloads of level ``levels[k]`` of ``items[k]`` decoded on ``dev`` (equal-shaped ones
     together, see :func:`~qpyr.read.payload.decode_payloads`), pruned tiles filled."""
     if region is not None:
-        outs = decode_payloads(payloads, dev, dtype)
+        pruned = dtype == torch.uint8 and any(p.pruned for p in payloads)
+        outs = decode_payloads(payloads, dev, torch.float32 if pruned else dtype)
         return [_fill_window(source, i, li, p, t, dev, dtype)
                 for i, li, p, t in zip(items, levels, payloads, outs, strict=True)]
     out = list(payloads)

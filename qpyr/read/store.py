@@ -33,7 +33,7 @@ from qpyr.io.storage import ObjectStore
 from qpyr.read import pruned, snapshot
 from qpyr.read.bucket import Bucket
 from qpyr.read.fetch import Fetcher
-from qpyr.read.payload import LevelPayload, StoredLevel
+from qpyr.read.payload import LevelPayload, StoredLevel, check_dtype, check_uint8_source
 from qpyr.read.selection import PlannedRead, Planner, Region, check_auto
 
 __all__ = ["Store", "open_store", "BudgetError", "LevelPayload", "StoredLevel"]
@@ -243,15 +243,21 @@ class Store:
                 (256-px tiles on large levels) it intersects are fetched.
             device: where the decode arithmetic runs and the result lives. On CUDA, samples
                 are staged in pinned memory and copied with ``non_blocking=True``.
-            dtype: floating dtype of the result.
+            dtype: dtype of the result: floating (values as below), or ``torch.uint8`` for 8-bit
+                sources: 0..255, ``floor(255 * v + 0.5)`` of the float32 value ``v`` (for
+                ``qpyr.dct`` levels exactly the codec's own uint8 decoding, with no float pass).
+                Sources above 8 bits (and float sources) are refused with
+                :class:`~qpyr.errors.InputError`: read them as float.
             dequantize: False returns :class:`~qpyr.read.payload.StoredLevel` (stored integers with
                 their scale and zero-point) instead of values.
 
         Returns:
             ``{level: Tensor[C, h, w]}``: float in [0, 1] for uint8/uint16 sources, source
-            units otherwise (or ``{level: StoredLevel}``).
+            units otherwise, uint8 0..255 with ``dtype=torch.uint8`` (or ``{level: StoredLevel}``).
         """
         dev = _device(device)
+        if dequantize:
+            self._check_dtype([item], dtype)
         payloads = self.fetch(item, levels, region=region, max_bytes=max_bytes, target_size=target_size,
                               coefficients=dev.type != "cpu", pin_memory=dev.type == "cuda")
         if dequantize:
@@ -271,18 +277,31 @@ class Store:
         target_size: int | None = None,
     ) -> list[Any]:
         """One level of many items: ``[Tensor[C, h_i, w_i]]`` of ``dtype`` on ``device``, values
-        in [0, 1] for uint8/uint16 sources and in source units otherwise (or ``StoredLevel``s with
-        ``dequantize=False``), in the order of ``items``.
+        in [0, 1] for uint8/uint16 sources and in source units otherwise, uint8 0..255 with
+        ``dtype=torch.uint8`` (or ``StoredLevel``s with ``dequantize=False``), in the order of
+        ``items``.
 
         All byte ranges go out in one batch (concurrently on async backends); equal-shaped
         items are dequantized together. Arguments as in :meth:`read`.
         """
         dev = _device(device)
+        if dequantize:
+            self._check_dtype(items, dtype)
         reqs = self._batch_plan(items, level, region, max_bytes, target_size)
         payloads = self._fetcher.fetch(reqs, coefficients=dev.type != "cpu", pin=dev.type == "cuda")
         if dequantize:
             return pruned.decode_batch(self, [r.i for r in reqs], [r.level for r in reqs], payloads, region, dev, dtype)
         return [p.stored(dev) for p in payloads]
+
+    def _check_dtype(self, items: Sequence[int | str], dtype: torch.dtype) -> None:
+        """A dtype reads can produce; uint8 only for items with 8-bit sources (named if not)."""
+        if check_dtype(dtype) != torch.uint8:
+            return
+        for it in items:
+            i = self.item_index(it)
+            src = fmt.DTYPE_CODES[int(self.catalog.sources[i, 0])]
+            check_uint8_source(1.0 / 255.0 if src == "uint8" else 1.0 / 65535.0 if src == "uint16" else 1.0,
+                               f"item {self.catalog.names[i]!r} ({src})")
 
     def read_stored(
         self, item: int | str, level: int, *, region: Region | None = None

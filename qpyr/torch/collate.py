@@ -24,11 +24,32 @@ from qpyr.errors import InputError
 from qpyr.read.payload import LevelPayload, PayloadBatch
 from qpyr.torch.samplers import DEFAULT_ASPECT_RATIOS, AspectRatioBucketSampler
 
-__all__ = ["collate_list", "collate_padded", "pad_batch", "AspectRatioBucketSampler", "DEFAULT_ASPECT_RATIOS"]
+__all__ = ["collate_list", "collate_padded", "pad_batch", "pin", "AspectRatioBucketSampler", "DEFAULT_ASPECT_RATIOS"]
 
 
-def collate_list(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def pin(x: Any) -> Any:
+    """``x`` with its tensors (in dicts, lists and tuples, and objects with a ``pin_memory``
+    method such as :class:`~qpyr.read.payload.PayloadBatch`) in pinned memory, for
+    ``non_blocking`` copies to the GPU; ``x`` itself where there is no CUDA device (pinning
+    needs the CUDA runtime: torch raises without one)."""
+    if not torch.cuda.is_available():
+        return x
+    if isinstance(x, torch.Tensor):
+        return x if x.is_pinned() else x.pin_memory()
+    if isinstance(x, Mapping):
+        return {k: pin(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(pin(v) for v in x)
+    if callable(getattr(x, "pin_memory", None)):
+        return x.pin_memory()
+    return x
+
+
+def collate_list(samples: Sequence[Mapping[str, Any]], *, pin_memory: bool = False) -> dict[str, Any]:
     """``{"name": [str], "index": Tensor[N], "levels": {level: [Tensor[C, h_i, w_i]]}}``.
+
+    ``pin_memory=True`` pins the tensors (see :func:`pin`; a no-op without CUDA). Best done
+    in the main process: ``DataLoader(pin_memory=True)`` does it with these batches too.
 
     Payloads (``device_decode=True``) become a :class:`~qpyr.read.payload.PayloadBatch` per level
     (a sequence of :class:`~qpyr.read.payload.LevelPayload` whose equal-shaped samples travel as one
@@ -50,7 +71,7 @@ def collate_list(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"name": [s["name"] for s in samples], "levels": levels}
     if "index" in samples[0]:
         out["index"] = torch.tensor([int(s["index"]) for s in samples], dtype=torch.int64)
-    return out
+    return pin(out) if pin_memory else out
 
 
 def pad_batch(tensors: Sequence[torch.Tensor], *, multiple: int = 1, value: float = 0.0
@@ -82,10 +103,13 @@ def pad_batch(tensors: Sequence[torch.Tensor], *, multiple: int = 1, value: floa
     return batch, mask, sizes
 
 
-def collate_padded(samples: Sequence[Mapping[str, Any]], *, multiple: int = 1, value: float = 0.0) -> dict[str, Any]:
+def collate_padded(samples: Sequence[Mapping[str, Any]], *, multiple: int = 1, value: float = 0.0,
+                   pin_memory: bool = False) -> dict[str, Any]:
     """Like :func:`collate_list`, with each level padded by :func:`pad_batch`:
     ``{"name", "index", "levels": {l: Tensor[N, C, H, W]}, "mask": {l: bool [N, H, W]},
-    "sizes": {l: int64 [N, 2]}}``. Use ``functools.partial`` to set ``multiple``/``value``."""
+    "sizes": {l: int64 [N, 2]}}`` (levels keep the samples' dtype: float, or uint8 0..255).
+    ``pin_memory=True`` pins them (no-op without CUDA). Use ``functools.partial`` to set
+    ``multiple``/``value``/``pin_memory``."""
     out = collate_list(samples)
     out["mask"], out["sizes"] = {}, {}
     for k, ts in out["levels"].items():
@@ -93,4 +117,4 @@ def collate_padded(samples: Sequence[Mapping[str, Any]], *, multiple: int = 1, v
             raise InputError("collate_padded needs decoded tensors; with device_decode=True use collate_list and "
                              "qpyr.torch.decode_batch(batch, device, pad=True).")
         out["levels"][k], out["mask"][k], out["sizes"][k] = pad_batch(ts, multiple=multiple, value=value)
-    return out
+    return pin(out) if pin_memory else out

@@ -9,7 +9,9 @@
         x, mask = batch["levels"][2], batch["mask"][2]                   # [32, 3, H, W] float32 in [0, 1]
 
 Samples are ``{"name": str, "index": int, "levels": {level: Tensor[C, h, w]}}`` (float32, in
-[0, 1] for 8/16-bit sources). Stores are opened lazily in the process that reads (each
+[0, 1] for 8/16-bit sources; or ``dtype=torch.uint8``, 0..255, for loaders that normalise on
+the device: collate them with ``DataLoader(pin_memory=True)`` or ``collate_padded(...,
+pin_memory=True)`` for pinned batches, as FFCV and DALI hand them out). Stores are opened lazily in the process that reads (each
 DataLoader worker opens its own: async fsspec filesystems are not fork-safe), so the datasets
 work with ``num_workers`` 0 or more, persistent workers and the ``fork``/``spawn`` start
 methods.
@@ -33,6 +35,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from qpyr.errors import InputError
+from qpyr.read.payload import check_dtype
 from qpyr.read.pruned import with_coarser
 from qpyr.read.store import Store, open_store
 from qpyr.torch._distributed import dist_rank_world
@@ -64,7 +67,7 @@ class _Source:
         self.transform = transform
         self.storage_options = dict(storage_options or {})
         self.device_decode = device_decode
-        self.dtype = dtype
+        self.dtype = check_dtype(dtype)
         self._store: Store | None = None
         self._pid = -1
 
@@ -148,10 +151,15 @@ class PyramidDataset(_Source, Dataset):  # type: ignore[type-arg]
         storage_options: fsspec options (credentials, ``endpoint_url`` ...).
         device_decode: return :class:`~qpyr.read.payload.LevelPayload` s instead of tensors; decode
             with :func:`decode_batch` on the training device.
-        dtype: floating dtype of decoded tensors.
+        dtype: dtype of decoded tensors: floating (default float32), or ``torch.uint8`` for
+            8-bit sources (0..255 as ``Store.read(..., dtype=torch.uint8)`` gives them: a
+            quarter of float32's bytes through the workers' shared memory, normalised on the
+            training device; sources above 8 bits raise :class:`~qpyr.errors.InputError`).
+            With ``device_decode=True`` pass the dtype to :func:`decode_batch` instead.
 
     ``ds[i]`` is ``{"name": str, "index": int, "levels": {level: Tensor[C, h, w]}}``: ``dtype``
-    (float32) values in [0, 1] for uint8/uint16 sources, source units otherwise; or
+    (float32) values in [0, 1] for uint8/uint16 sources, source units otherwise, uint8 0..255
+    with ``dtype=torch.uint8``; or
     ``{level: LevelPayload}`` with ``device_decode=True``. Works with any sampler, including
     ``DistributedSampler``.
     """

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from qpyr.errors import InputError
-from qpyr.read.payload import LevelPayload, PayloadBatch
+from qpyr.read.payload import LevelPayload, PayloadBatch, check_dtype
 from qpyr.torch.collate import pad_batch
 
 __all__ = ["decode_batch"]
@@ -26,11 +26,12 @@ def decode_batch(batch: Mapping[str, Any], device: str | torch.device = "cpu", d
     on ``device``.
 
     Each level becomes ``Tensor[N, C, H, W]`` of ``dtype`` on ``device`` (values in [0, 1] for
-    uint8/uint16 sources, source units otherwise) when its images share a shape, else a list of
+    uint8/uint16 sources, source units otherwise; ``torch.uint8``: 0..255, 8-bit sources only) when its images share a shape, else a list of
     ``Tensor[C, h_i, w_i]``; with ``pad=True`` it is always padded (see
     :func:`qpyr.collate.pad_batch`) and ``"mask"`` (bool ``[N, H, W]``) and ``"sizes"`` (int64
     ``[N, 2]``) are added.
     """
+    check_dtype(dtype)
     out = dict(batch)
     out["levels"] = {}
     if pad:

@@ -126,7 +126,8 @@ def _dequant_idct(table: np.ndarray, offset: float, device: torch.device) -> tor
 
 
 def _idct(planes: Sequence[np.ndarray], table: np.ndarray, offset: float, device: torch.device) -> torch.Tensor:
-    """Same-shape planes sharing one table -> ``float32 [P, 8by, 8bx]``: pixels - 128 + offset."""
+    """Same-shape planes sharing one table -> block-major ``float32 [P, by, bx, 8, 8]``:
+    pixels - 128 + offset (:func:`_raster` views them as ``[P, 8by, 8bx]``)."""
     by, bx, _ = planes[0].shape
     n = by * bx
     npl = len(planes)
@@ -149,8 +150,34 @@ def _idct(planes: Sequence[np.ndarray], table: np.ndarray, offset: float, device
         q[:, 64] = 1.0
     # one [blocks, 65] @ [65, 64] GEMM: on CPU this beats the separable 8x8 form (tiny-K
     # batched matmuls) and all-zero-AC skipping (gather/scatter cost more than the GEMM).
-    pix = torch.mm(q, _dequant_idct(table, offset, device))
-    return pix.view(npl, by, bx, 8, 8).permute(0, 1, 3, 2, 4).reshape(npl, by * 8, bx * 8)
+    return torch.mm(q, _dequant_idct(table, offset, device)).view(npl, by, bx, 8, 8)
+
+
+def _raster(blocks: torch.Tensor) -> torch.Tensor:
+    """``[P, by, bx, 8, 8]`` block-major samples as a (strided) ``[P, 8by, 8bx]`` raster view."""
+    npl, by, bx = blocks.shape[:3]
+    return blocks.permute(0, 1, 3, 2, 4).reshape(npl, by * 8, bx * 8)
+
+
+def _finish(blocks: torch.Tensor, h: int, w: int, dtype: torch.dtype) -> torch.Tensor:
+    """Block-major samples ``[P, by, bx, 8, 8]`` -> ``[P, h, w]`` raster of ``dtype``, clamped to
+    [0, 255]: one pass that de-blocks, clamps (and, for uint8, truncates the +0.5-shifted
+    samples: the floor) straight into the output, no staging raster."""
+    npl, by, bx = blocks.shape[:3]
+    src = blocks.permute(0, 1, 3, 2, 4)  # [P, by, 8, bx, 8]: raster order, strided
+    if dtype != torch.uint8:
+        out = torch.empty((npl, by, 8, bx, 8), dtype=blocks.dtype, device=blocks.device)
+        torch.clamp(src, 0.0, 255.0, out=out)
+        return out.view(npl, by * 8, bx * 8)[:, :h, :w]
+    blocks.clamp_(0.0, 255.0)  # contiguous, in place
+    if blocks.device.type == "cpu":
+        # numpy's float32 -> uint8 cast is vectorised (~2x torch's on CPU) and takes the
+        # strided source: de-blocking and rounding are one pass
+        u = np.empty((npl, by, 8, bx, 8), np.uint8)
+        np.copyto(u, src.numpy(), casting="unsafe")
+        r = u.reshape(npl, by * 8, bx * 8)
+        return torch.from_numpy(r if (h, w) == r.shape[1:] else np.ascontiguousarray(r[:, :h, :w]))
+    return src.to(torch.uint8).reshape(npl, by * 8, bx * 8)[:, :h, :w]
 
 
 def reconstruct(
@@ -170,19 +197,26 @@ def reconstruct(
     c, h, w = payload.shape
     shift = 128.5 if dtype == torch.uint8 else 128.0
     tabs, pt = payload.tables, payload.plane_table
-    if payload.ycbcr:
-        y = _idct(payload.planes[:1], tabs[pt[0]], shift, dev)
-        ch = _idct(payload.planes[1:], tabs[pt[1]], 0.0, dev)
-        _, hp, wp = y.shape
-        if payload.chroma420:
-            # bilinear 2x == libjpeg fancy upsampling; measured faster on CPU than separable
-            # slicing, conv_transpose or pixel-shuffle forms, and than upsampling 3 RGB
-            # contributions after a low-resolution colour matrix.
-            ch = color.upsample_420(ch[None], hp, wp)[0]
-        out = torch.mm(_CHROMA_RGB.to(dev), ch.reshape(2, -1)).view(3, hp, wp)
-        out += y  # luma (carrying the +128 level shift) added to all three channels
-    else:
-        out = _idct(payload.planes, tabs[pt[0]], shift, dev)  # every plane uses table 0
+    if not payload.ycbcr:
+        return _finish(_idct(payload.planes, tabs[pt[0]], shift, dev), h, w, dtype)  # every plane uses table 0
+    y = _idct(payload.planes[:1], tabs[pt[0]], shift, dev)
+    ch = _idct(payload.planes[1:], tabs[pt[1]], 0.0, dev)
+    _, by, bx = y.shape[:3]
+    rgb = _CHROMA_RGB.to(dev)
+    if not payload.chroma420:
+        # 4:4:4: chroma and luma blocks line up, so the colour matrix runs on block-major
+        # samples (it is per sample) and the raster is written once, by _finish. Per sample
+        # the arithmetic is the raster path's (the chroma product, then + luma).
+        out = torch.mm(rgb, ch.view(2, -1)).view(3, by, bx, 8, 8)
+        out += y
+        return _finish(out, h, w, dtype)
+    hp, wp = by * 8, bx * 8
+    # bilinear 2x == libjpeg fancy upsampling; measured faster on CPU than separable
+    # slicing, conv_transpose or pixel-shuffle forms, and than upsampling 3 RGB
+    # contributions after a low-resolution colour matrix.
+    chr_ = color.upsample_420(_raster(ch)[None], hp, wp)[0]
+    out = torch.mm(rgb, chr_.reshape(2, -1)).view(3, hp, wp)
+    out += _raster(y)  # luma (carrying the +128 level shift) added to all three channels
     out = out[:, :h, :w].clamp_(0.0, 255.0)
     if dtype != torch.uint8:
         return out

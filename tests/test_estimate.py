@@ -45,12 +45,13 @@ def _full_pack_bytes(corpus: Path, policy: str, *, quality: bool = False) -> int
     ``quality=False`` skips the quality measurement, which changes no data byte, only a few bytes
     of the catalog's quality table and the manifest's quality summary.
     """
-    from qpyr.estimate.packing import drop_memory_store, memory_url, torch_single_thread
+    from qpyr.estimate.packing import drop_memory_store, memory_url
     from qpyr.write import PackOptions, run_pack
+    from qpyr.write.threads import single_threaded
 
     url = memory_url()
     try:
-        with torch_single_thread():
+        with single_threaded():
             manifest = run_pack([str(corpus)], url, PackOptions(policy=policy, measure_quality=quality))
         return int(manifest["total_bytes"])
     finally:

@@ -47,7 +47,7 @@ from qpyr.estimate.options import (
     EstimateInputError,
     check_int,
 )
-from qpyr.estimate.packing import Packed, level_quality, pack_sample, torch_single_thread
+from qpyr.estimate.packing import Packed, level_quality, pack_sample
 from qpyr.estimate.planner import Planner, storage_factors
 from qpyr.estimate.prices import PriceTable
 from qpyr.estimate.pricing import CostTerms
@@ -57,6 +57,7 @@ from qpyr.estimate.results import EstimateResult, Interval, LevelEstimate, Polic
 from qpyr.estimate.sampling import reservoir, stratified_choice
 from qpyr.estimate.sources import describe_source, expand_sources, is_store
 from qpyr.io.inputs import InputRef
+from qpyr.write.threads import single_threaded
 
 __all__ = ["estimate"]
 
@@ -294,7 +295,7 @@ def _pack_all(specs: list[str], arrays: list[np.ndarray], names: list[str], qidx
 
     packed: dict[str, Packed] = {}
     try:
-        with torch_single_thread():
+        with single_threaded():
             for spec in specs:
                 packed[spec] = pack_sample(spec, arrays, names, qidx, tick)
             jpeg = jpeg_sample(arrays, qidx, tick)

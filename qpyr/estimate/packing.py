@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,21 +14,7 @@ import numpy as np
 
 from qpyr.errors import QpyrError
 
-__all__ = ["Packed", "drop_memory_store", "level_quality", "memory_url", "pack_sample", "torch_single_thread"]
-
-
-@contextlib.contextmanager
-def torch_single_thread() -> Iterator[None]:
-    """Quality measurement runs many small torch ops; on a shared or busy machine torch's intra-op
-    thread pool makes them 10-40x slower than one thread (measured on 2 cores). Restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+__all__ = ["Packed", "drop_memory_store", "level_quality", "memory_url", "pack_sample"]
 
 
 @dataclass

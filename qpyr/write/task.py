@@ -29,6 +29,7 @@ from qpyr.io.storage import ObjectStore
 from qpyr.policies.encode import EncodedLevel, encode_level
 from qpyr.write.journal import receipt_key
 from qpyr.write.options import PackOptions
+from qpyr.write.threads import single_threaded
 
 __all__ = ["pack_task"]
 
@@ -92,8 +93,15 @@ def pack_task(
     objects, so a re-run after a crash overwrites them with identical bytes. Task ``t`` owns
     slots ``[t * task_slots, (t + 1) * task_slots)`` of every bucket it writes (whole shard
     rows), so no two tasks ever write the same object. The receipt is written last, after
-    every shard: a task without a receipt is re-run.
+    every shard: a task without a receipt is re-run. Its numerics run on one thread
+    (:func:`~qpyr.write.threads.single_threaded`), so its bytes do not depend on the process.
     """
+    with single_threaded():
+        return _pack_task(url, storage_options, task, refs, options, on_item)
+
+
+def _pack_task(url: str, storage_options: dict[str, Any] | None, task: int, refs: list[InputRef],
+               options: PackOptions, on_item: Callable[[str], None] | None) -> dict[str, Any]:
     ostore = ObjectStore(url, storage_options)
     base_policy = options.make_policy()
     fixed = dict(options.bucket_slots)

@@ -47,13 +47,19 @@ __all__ = ["PyramidDataset", "StreamingPyramidDataset", "decode_batch", "fake_qu
 
 _STATE_VERSION = 1
 
+MISSING_LEVEL = ("error", "skip", "coarsest")
+"""What a dataset with ``levels=[...]`` does with items that have fewer levels (small images):
+``"error"`` (default) raises :class:`~qpyr.errors.InputError` at construction, naming them;
+``"skip"`` leaves them out of the dataset; ``"coarsest"`` reads, under the key of each level
+they lack, their coarsest level (which is larger than the level asked for)."""
+
 
 class _Source:
     """What both datasets share: lazy per-process store, level selection, one sample."""
 
     def __init__(self, url: str, levels: Sequence[int] | int | None, target_size: int | None,
                  transform: Callable[[torch.Tensor], Any] | None, storage_options: dict[str, Any] | None,
-                 device_decode: bool, dtype: torch.dtype):
+                 device_decode: bool, dtype: torch.dtype, missing_level: str):
         if (levels is None) == (target_size is None):
             raise InputError("Give exactly one of levels=[...] or target_size=.")
         if device_decode and transform is not None:
@@ -68,8 +74,48 @@ class _Source:
         self.storage_options = dict(storage_options or {})
         self.device_decode = device_decode
         self.dtype = check_dtype(dtype)
+        if missing_level not in MISSING_LEVEL:
+            raise InputError(f"missing_level must be one of {', '.join(map(repr, MISSING_LEVEL))}. Got {missing_level!r}.")
+        self.missing_level = missing_level
         self._store: Store | None = None
         self._pid = -1
+        # store indices of the dataset's items (None: all); decided here, before any batch
+        self._ids: np.ndarray | None = None if self.levels is None else self._select_items()
+
+    def _select_items(self) -> np.ndarray | None:
+        """Check ``levels`` against the store and apply ``missing_level``: the store indices of
+        the items the dataset reads (None: all of them)."""
+        assert self.levels is not None
+        st = self.store
+        top = len(st.catalog.levels)
+        wrong = [li for li in self.levels if not 0 <= li < top]
+        if wrong:
+            raise InputError(f"{self.url}: the store has levels 0..{top - 1}; levels={self.levels} asks for {wrong}.")
+        nl = st.catalog.sources[:, 4].astype(np.int64)
+        need = max(self.levels)
+        lacking = np.flatnonzero(nl <= need)
+        if lacking.size == 0 or self.missing_level == "coarsest":
+            return None
+        if self.missing_level == "error":
+            names = st.catalog.names
+            eg = ", ".join(f"{names[i]!r} ({nl[i]} levels)" for i in lacking[:3])
+            raise InputError(
+                f"{self.url}: {lacking.size} of {len(nl)} items have no level {need} (too small for it), e.g. {eg}. "
+                "Pass missing_level='skip' to leave them out of the dataset, or missing_level='coarsest' to read "
+                "their coarsest level in place of the levels they lack.")
+        keep = np.flatnonzero(nl > need)
+        if keep.size == 0:
+            raise InputError(f"{self.url}: no item has level {need}; levels={self.levels} with missing_level='skip' "
+                             "leaves an empty dataset.")
+        return keep
+
+    def _count(self) -> int:
+        """Items in the dataset."""
+        return len(self.store) if self._ids is None else len(self._ids)
+
+    def _item(self, position: int) -> int:
+        """Store index of the dataset's item ``position`` (a valid position)."""
+        return position if self._ids is None else int(self._ids[position])
 
     @property
     def store(self) -> Store:
@@ -90,24 +136,28 @@ class _Source:
         level rather than one per image (what makes a bucket's latency bearable)."""
         st = self.store
         idx = [int(i) for i in idx]
+        plan: dict[tuple[int, int], list[int]] = {}  # (key in the sample, level read) -> batch positions
         if self.levels is not None:
-            plan = {li: list(range(len(idx))) for li in self.levels}
+            top = st.catalog.sources[idx, 4].astype(np.int64) - 1  # coarsest level of each item
+            for key in self.levels:
+                for j in range(len(idx)):
+                    plan.setdefault((key, min(key, int(top[j]))), []).append(j)
         else:
-            plan = {}
             for j, i in enumerate(idx):
-                plan.setdefault(st.pick_level(i, target_size=self.target_size), []).append(j)
+                li = st.pick_level(i, target_size=self.target_size)
+                plan.setdefault((li, li), []).append(j)
         levels: list[dict[int, Any]] = [{} for _ in idx]
-        for li, js in plan.items():
+        for (key, li), js in plan.items():
             items = [idx[j] for j in js]
             # pruned qpyr.tiles levels carry the coarser level they fill from (decode() fills
             # them exactly as Store.read does), wherever they are decoded
             payloads = with_coarser(st, items, li, st.fetch_batch(items, li, coefficients=self.device_decode))
             for j, p in zip(js, payloads, strict=True):
                 if self.device_decode:
-                    levels[j][li] = p
+                    levels[j][key] = p
                 else:
                     t = p.decode("cpu", self.dtype)
-                    levels[j][li] = t if self.transform is None else self.transform(t)
+                    levels[j][key] = t if self.transform is None else self.transform(t)
         names = st.catalog.names
         return [{"name": names[i], "index": i, "levels": lv} for i, lv in zip(idx, levels, strict=True)]
 
@@ -115,11 +165,12 @@ class _Source:
         return self._samples([i])[0]
 
     def _chosen_levels(self) -> np.ndarray:
-        """The level each item reads (the first listed level, or the ``target_size`` choice)."""
+        """``int64 [N]``: the level each item of the store reads (the first listed level, or
+        the item's coarsest where it lacks it; or the ``target_size`` choice)."""
         st = self.store
         n = len(st)
         if self.levels is not None:
-            return np.full(n, self.levels[0], np.int64)
+            return np.minimum(self.levels[0], st.catalog.sources[:, 4].astype(np.int64) - 1)
         out = np.zeros(n, np.int64)
         for li in range(st.manifest["levels"]):
             hw = st.level_shapes(li)
@@ -128,15 +179,15 @@ class _Source:
         return out
 
     def sizes(self) -> np.ndarray:
-        """``int64 [N, 2]``: ``(h, w)`` of the (first) level each item returns; no I/O beyond
-        the catalog. For :class:`qpyr.collate.AspectRatioBucketSampler`."""
+        """``int64 [len(self), 2]``: ``(h, w)`` of the (first) level each item of the dataset
+        returns; no I/O beyond the catalog. For :class:`qpyr.collate.AspectRatioBucketSampler`."""
         st = self.store
         chosen = self._chosen_levels()
         out = np.full((len(st), 2), -1, np.int64)
         for li in np.unique(chosen):
             sel = chosen == li
             out[sel] = st.level_shapes(int(li))[sel]
-        return out
+        return out if self._ids is None else out[self._ids]
 
 
 class PyramidDataset(_Source, Dataset):  # type: ignore[type-arg]
@@ -151,13 +202,20 @@ class PyramidDataset(_Source, Dataset):  # type: ignore[type-arg]
         storage_options: fsspec options (credentials, ``endpoint_url`` ...).
         device_decode: return :class:`~qpyr.read.payload.LevelPayload` s instead of tensors; decode
             with :func:`decode_batch` on the training device.
+        missing_level: with ``levels``, what to do with items that lack one of them (images
+            too small for that level): ``"error"`` (default) raises
+            :class:`~qpyr.errors.InputError` here, at construction, naming them; ``"skip"``
+            leaves them out (``len`` counts the rest; ``ds[i]`` is the ``i``-th item that has
+            the levels); ``"coarsest"`` gives them, under the key of each level they lack,
+            their coarsest level (so such tensors are larger than the others of that key).
         dtype: dtype of decoded tensors: floating (default float32), or ``torch.uint8`` for
             8-bit sources (0..255 as ``Store.read(..., dtype=torch.uint8)`` gives them: a
             quarter of float32's bytes through the workers' shared memory, normalised on the
             training device; sources above 8 bits raise :class:`~qpyr.errors.InputError`).
             With ``device_decode=True`` pass the dtype to :func:`decode_batch` instead.
 
-    ``ds[i]`` is ``{"name": str, "index": int, "levels": {level: Tensor[C, h, w]}}``: ``dtype``
+    ``ds[i]`` is ``{"name": str, "index": int, "levels": {level: Tensor[C, h, w]}}`` (``index``:
+    the item's index in the store, equal to ``i`` unless ``missing_level="skip"`` dropped items): ``dtype``
     (float32) values in [0, 1] for uint8/uint16 sources, source units otherwise, uint8 0..255
     with ``dtype=torch.uint8``; or
     ``{level: LevelPayload}`` with ``device_decode=True``. Works with any sampler, including
@@ -167,27 +225,28 @@ class PyramidDataset(_Source, Dataset):  # type: ignore[type-arg]
     def __init__(self, url: str, levels: Sequence[int] | int | None = None, *, target_size: int | None = None,
                  transform: Callable[[torch.Tensor], Any] | None = None,
                  storage_options: dict[str, Any] | None = None, device_decode: bool = False,
-                 dtype: torch.dtype = torch.float32):
-        _Source.__init__(self, url, levels, target_size, transform, storage_options, device_decode, dtype)
+                 dtype: torch.dtype = torch.float32, missing_level: str = "error"):
+        _Source.__init__(self, url, levels, target_size, transform, storage_options, device_decode, dtype,
+                         missing_level)
 
     def __len__(self) -> int:
-        return len(self.store)
+        return self._count()
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        n = len(self.store)
+        n = self._count()
         i = int(index)
         if not -n <= i < n:
             raise IndexError(f"index {index} out of range for a dataset of {n} items")
-        return self._sample(i % n)
+        return self._sample(self._item(i % n))
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """``[ds[i] for i in indices]``, fetched as one batch (a DataLoader with a batch size
         calls this for every batch)."""
-        n = len(self.store)
+        n = self._count()
         for index in indices:
             if not -n <= int(index) < n:
                 raise IndexError(f"index {index} out of range for a dataset of {n} items")
-        return self._samples([int(i) % n for i in indices])
+        return self._samples([self._item(int(i) % n) for i in indices])
 
     def __getstate__(self) -> dict[str, Any]:
         return self._state_for_pickle()
@@ -215,8 +274,9 @@ class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-ar
     sequence, whatever the number of workers, every item once per epoch across ranks.
 
     Args:
-        url, levels, target_size, transform, storage_options, device_decode, dtype: as in
-            :class:`PyramidDataset`.
+        url, levels, target_size, transform, storage_options, device_decode, dtype,
+            missing_level: as in :class:`PyramidDataset` (``"skip"`` streams only the items
+            that have the levels).
         shuffle: False streams items in store order.
         seed: shuffling seed.
         block_shards: shards per shuffle block.
@@ -237,8 +297,9 @@ class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-ar
                  rank: int | None = None, world_size: int | None = None, drop_last: bool = False,
                  transform: Callable[[torch.Tensor], Any] | None = None,
                  storage_options: dict[str, Any] | None = None, device_decode: bool = False,
-                 dtype: torch.dtype = torch.float32):
-        _Source.__init__(self, url, levels, target_size, transform, storage_options, device_decode, dtype)
+                 dtype: torch.dtype = torch.float32, missing_level: str = "error"):
+        _Source.__init__(self, url, levels, target_size, transform, storage_options, device_decode, dtype,
+                         missing_level)
         if block_shards < 1 or batch_size < 1:
             raise InputError(f"Expected block_shards >= 1 and batch_size >= 1. Got {block_shards}, {batch_size}.")
         self.shuffle, self.seed, self.block_shards, self.batch_size = shuffle, int(seed), int(block_shards), int(batch_size)
@@ -268,7 +329,7 @@ class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-ar
         epoch, r_epoch, r_pos = (int(x) for x in self._shared)
         base = r_pos if r_epoch == epoch else 0
         return {"version": _STATE_VERSION, "seed": self.seed, "epoch": epoch, "shuffle": self.shuffle,
-                "block_shards": self.block_shards, "items": len(self.store),
+                "block_shards": self.block_shards, "items": self._count(),
                 "position": base + seen * self.world_size}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -279,8 +340,8 @@ class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-ar
         for k in ("seed", "shuffle", "block_shards"):
             if state[k] != getattr(self, k):
                 raise InputError(f"The state was saved with {k}={state[k]!r}; this dataset has {getattr(self, k)!r}.")
-        if state["items"] != len(self.store):
-            raise InputError(f"The state was saved for a store of {state['items']} items; this one has {len(self.store)}.")
+        if state["items"] != self._count():
+            raise InputError(f"The state was saved for a dataset of {state['items']} items; this one has {self._count()}.")
         self._shared[0] = int(state["epoch"])
         self._shared[1] = int(state["epoch"])
         self._shared[2] = int(state["position"])
@@ -299,24 +360,27 @@ class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-ar
 
     # -- order ---------------------------------------------------------------------------
     def epoch_order(self, epoch: int) -> np.ndarray:
-        """All item indices in the order of ``epoch`` (before splitting over ranks)."""
+        """Store indices of the dataset's items in the order of ``epoch`` (before splitting
+        over ranks)."""
         st = self.store
-        n = len(st)
+        ids = np.arange(len(st), dtype=np.int64) if self._ids is None else self._ids
+        n = len(ids)
         if not self.shuffle:
-            return np.arange(n, dtype=np.int64)
+            return ids.copy()
         rng = np.random.default_rng([self.seed, int(epoch)])
         chosen = self._chosen_levels()
-        shard = np.full(n, -1, np.int64)
+        shard = np.full(len(st), -1, np.int64)
         for li in np.unique(chosen):
             sel = chosen == li
             shard[sel] = st.shard_ids(int(li))[sel]
+        shard = shard[ids]
         uniq, inverse = np.unique(shard, return_inverse=True)
         perm = rng.permutation(len(uniq))          # shard order
         block = np.empty(len(uniq), np.int64)
         block[perm] = np.arange(len(uniq)) // self.block_shards
         key = block[inverse]                        # each item's block
         jitter = rng.random(n)                      # order within a block
-        return np.lexsort((jitter, key)).astype(np.int64)
+        return ids[np.lexsort((jitter, key))]
 
     def _rank_sequence(self, epoch: int, position: int) -> np.ndarray:
         order = self.epoch_order(epoch)
@@ -342,7 +406,7 @@ class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-ar
 
     def __len__(self) -> int:
         """Items this rank streams in a full epoch."""
-        n = len(self.store)
+        n = self._count()
         if self.drop_last and self.world_size > 1:
             return n // self.world_size
         return len(range(self.rank, n, self.world_size))

@@ -5,7 +5,10 @@ Both import the writer and the reader when called, so ``import qpyr`` stays ligh
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
+
+from qpyr.errors import QpyrWarning
 
 if TYPE_CHECKING:
     from qpyr.read.store import Store
@@ -64,7 +67,13 @@ def pack(
     )
     run_pack(inputs, url, opts, storage_options=storage_options, overwrite=overwrite, append=append,
              progress=progress, client=client)
-    return open(url, storage_options=storage_options)
+    store = open(url, storage_options=storage_options)
+    deepest = store.manifest["levels"] - 1
+    for key, li in opts.floor_levels():
+        if li > deepest:
+            warnings.warn(f"{key} names level {li}, but no image of the store has it (levels 0..{deepest}): "
+                          "the floor applied to nothing.", QpyrWarning, stacklevel=2)
+    return store
 
 
 def _floor_strings(v: Any) -> tuple[str, ...]:

@@ -24,6 +24,7 @@ __all__ = [
     "ItemNotFoundError",
     "StorageError",
     "PriceTableError",
+    "QpyrWarning",
 ]
 
 
@@ -124,3 +125,8 @@ class CostInputError(_ParameterError):
     ``parameter`` names the offending input (e.g. ``"total_bytes"``).
     """
 
+
+
+class QpyrWarning(UserWarning):
+    """Something a user probably did not mean but that loses nothing (e.g. a quality floor for
+    a level no packed image has). The CLI prints these as ``qpyr VERB: warning: ...``."""

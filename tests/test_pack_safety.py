@@ -10,7 +10,7 @@ from PIL import Image
 
 import qpyr
 from qpyr.cli import main
-from qpyr.errors import InputError, StoreExistsError
+from qpyr.errors import InputError, QpyrWarning, StoreExistsError
 
 RNG = np.random.default_rng(16)
 
@@ -135,3 +135,22 @@ def test_a_floor_for_a_level_the_pack_does_not_have_is_an_error(tmp_path, capsys
     # a floor for an existing level is accepted
     assert main(["pack", str(tmp_path / "x.png"), "-o", str(tmp_path / "t.qpyr"), "--levels", "3", flag,
                  value.replace("9:", "2:"), "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("flag", ["--min-ssim", "--min-psnr"])
+def test_without_levels_a_floor_for_an_impossible_level_is_an_error(tmp_path, capsys, flag):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "x.png")
+    value = "25:0.9" if flag == "--min-ssim" else "25:30"
+    rc = main(["pack", str(tmp_path / "x.png"), "-o", str(tmp_path / "s.qpyr"), flag, value])
+    err = capsys.readouterr().err
+    assert rc == 1 and f"{flag} names level 25, but no image can have it: with --min-side 32" in err, err
+    assert not (tmp_path / "s.qpyr" / "zarr.json").exists()
+
+
+def test_without_levels_a_floor_for_a_level_no_image_reached_warns(tmp_path, capsys):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "x.png")  # levels 0..1
+    rc = main(["pack", str(tmp_path / "x.png"), "-o", str(tmp_path / "s.qpyr"), "--min-ssim", "5:0.9", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "qpyr pack: warning: --min-ssim names level 5, but no image of the store has it (levels 0..1)" in err, err
+    with pytest.warns(QpyrWarning, match="--min-psnr names level 4"):
+        qpyr.pack({"x": np.zeros((64, 64), np.uint8)}, str(tmp_path / "t.qpyr"), min_psnr={4: 30.0})

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from qpyr.cli import demo, estimate, info, pack, plan, unpack, verify
 from qpyr.cli._common import EXIT_STATUS
-from qpyr.errors import QpyrError
+from qpyr.errors import QpyrError, QpyrWarning
 
 __all__ = ["main", "console_main"]
 
@@ -51,7 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     try:
-        rc: int = args.func(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", QpyrWarning)
+            plain = warnings.showwarning
+
+            def show(message: Any, category: type[Warning], *rest: Any, **kw: Any) -> None:
+                if issubclass(category, QpyrWarning):
+                    print(f"qpyr {args.cmd}: warning: {message}", file=sys.stderr)
+                else:
+                    plain(message, category, *rest, **kw)
+
+            warnings.showwarning = show
+            rc: int = args.func(args)
         return rc
     except (QpyrError, OSError) as e:  # OSError: e.g. an output file in a missing directory
         print(f"qpyr {args.cmd}: error: {e}", file=sys.stderr)

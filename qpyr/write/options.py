@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from qpyr.errors import InputError, PolicyError
+from qpyr.format import manifest as fmt
 from qpyr.io.inputs import DEFAULT_PIXEL_LIMIT
-from qpyr.io.pyramid import DEFAULT_MIN_SIDE, Filter
+from qpyr.io.pyramid import DEFAULT_MIN_SIDE, Filter, default_levels
 from qpyr.policies import parse_floors, parse_policy, with_floors
 
 __all__ = ["PackOptions", "DEFAULT_SLOTS_PER_TASK"]
@@ -62,13 +63,21 @@ class PackOptions:
             raise InputError(f"Expected a positive pixel limit. Got {self.pixel_limit}.")
         Filter(self.filter)
         self.make_policy()  # validate the policy and floors early
-        if self.levels is not None:
-            floors = parse_floors(list(self.min_ssim) or None, list(self.min_psnr) or None)
-            for key, fl in (("--min-ssim", floors.ssim), ("--min-psnr", floors.psnr)):
-                bad = sorted({li for li, _ in fl if li >= self.levels})
-                if bad:
-                    raise PolicyError(f"{key} names level {bad[0]}, but the pack has {self.levels} level(s) "
-                                      f"(0..{self.levels - 1}); drop the floor or raise --levels.")
+        for key, li in self.floor_levels():
+            if self.levels is not None and li >= self.levels:
+                raise PolicyError(f"{key} names level {li}, but the pack has {self.levels} level(s) "
+                                  f"(0..{self.levels - 1}); drop the floor or raise --levels.")
+            deepest = default_levels(fmt.LIMITS["max_side"], fmt.LIMITS["max_side"], self.min_side) - 1
+            if self.levels is None and li > deepest:
+                raise PolicyError(f"{key} names level {li}, but no image can have it: with --min-side "
+                                  f"{self.min_side} even a {fmt.LIMITS['max_side']:,}-px image has levels "
+                                  f"0..{deepest}; drop the floor or lower --min-side.")
+
+    def floor_levels(self) -> list[tuple[str, int]]:
+        """``(flag, level)`` of every per-level quality floor, sorted."""
+        floors = parse_floors(list(self.min_ssim) or None, list(self.min_psnr) or None)
+        return sorted({(key, li) for key, fl in (("--min-ssim", floors.ssim), ("--min-psnr", floors.psnr))
+                       for li, _ in fl if li >= 0})
 
 
 def is_deep(source_dtype: Any) -> bool:

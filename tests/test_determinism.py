@@ -20,8 +20,8 @@ import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import qpyr
+from qpyr.policies.threads import single_threaded
 from qpyr.samples import random_crops, sample_photo
-from qpyr.write.threads import single_threaded
 
 distributed = pytest.importorskip("distributed")
 

@@ -46,8 +46,8 @@ def _full_pack_bytes(corpus: Path, policy: str, *, quality: bool = False) -> int
     of the catalog's quality table and the manifest's quality summary.
     """
     from qpyr.estimate.packing import drop_memory_store, memory_url
+    from qpyr.policies.threads import single_threaded
     from qpyr.write import PackOptions, run_pack
-    from qpyr.write.threads import single_threaded
 
     url = memory_url()
     try:

@@ -67,10 +67,17 @@ def _mix(
     matrix: tuple[tuple[float, float, float], ...],
     bias: tuple[float, float, float],
 ) -> torch.Tensor:
-    """``out[o] = bias[o] + sum_c matrix[o][c] * x[c]`` per pixel, as one 1x1 convolution."""
-    m = torch.tensor(matrix, dtype=x.dtype, device=x.device)[:, :, None, None]
-    b = torch.tensor(bias, dtype=x.dtype, device=x.device)
-    return torch.nn.functional.conv2d(x, m, b)
+    """``out[o] = ((matrix[o][0] * x[0] + matrix[o][1] * x[1]) + matrix[o][2] * x[2]) + bias[o]``
+    per pixel, in that order, in ``x``'s dtype.
+
+    Elementwise, so the result does not depend on the thread count (a 1x1 ``conv2d`` gave
+    values one ulp apart at 1 and 2 torch threads for some image widths, which moved a
+    quantised coefficient now and then)."""
+    x0, x1, x2 = x[:, 0], x[:, 1], x[:, 2]
+    out = []
+    for row, b in zip(matrix, bias, strict=True):
+        out.append(((x0 * row[0] + x1 * row[1]) + x2 * row[2]) + b)
+    return torch.stack(out, dim=1)
 
 
 def rgb_to_ycbcr(rgb: torch.Tensor) -> torch.Tensor:

@@ -57,7 +57,7 @@ from qpyr.estimate.results import EstimateResult, Interval, LevelEstimate, Polic
 from qpyr.estimate.sampling import reservoir, stratified_choice
 from qpyr.estimate.sources import describe_source, expand_sources, is_store
 from qpyr.io.inputs import InputRef
-from qpyr.write.threads import single_threaded
+from qpyr.policies.threads import single_threaded
 
 __all__ = ["estimate"]
 

@@ -22,15 +22,18 @@ __all__ = ["fake_quantize", "round_trip"]
 
 def round_trip(x: torch.Tensor, encoding: Encoding, *, level: int = 0) -> torch.Tensor:
     """What storing ``x`` ``[C, H, W]`` (float, normalized units) with ``encoding`` and decoding
-    it gives, float32 on ``x``'s device. No gradient."""
+    it gives, float32 on ``x``'s device. No gradient. Encodes on one thread, as pack tasks do
+    (:func:`~qpyr.policies.threads.single_threaded`), so the values are the store's."""
     from qpyr.policies.encode import encode_level
+    from qpyr.policies.threads import single_threaded
 
     if x.dim() != 3:
         raise InputError(f"Expected x of shape [C, H, W]. Got {tuple(x.shape)}.")
     a = x.detach().to("cpu", torch.float32).contiguous().numpy()
     if encoding.quantizer.is_lossless:
         return x.detach().to(torch.float32).clone()  # lossless: the stored values are the input's
-    e = encode_level(a, np.dtype(np.float32), encoding, li=level, slots_per_task=1, quality=False, keep_recon=True)
+    with single_threaded():
+        e = encode_level(a, np.dtype(np.float32), encoding, li=level, slots_per_task=1, quality=False, keep_recon=True)
     if e.recon is None:  # pragma: no cover - keep_recon always sets it
         raise RuntimeError("internal: no reconstruction")
     return e.recon.to(device=x.device, dtype=torch.float32)

@@ -27,9 +27,9 @@ from qpyr.io.inputs import InputRef, load
 from qpyr.io.pyramid import build_pyramid
 from qpyr.io.storage import ObjectStore
 from qpyr.policies.encode import EncodedLevel, encode_level
+from qpyr.policies.threads import single_threaded
 from qpyr.write.journal import receipt_key
 from qpyr.write.options import PackOptions
-from qpyr.write.threads import single_threaded
 
 __all__ = ["pack_task"]
 
@@ -94,7 +94,7 @@ def pack_task(
     slots ``[t * task_slots, (t + 1) * task_slots)`` of every bucket it writes (whole shard
     rows), so no two tasks ever write the same object. The receipt is written last, after
     every shard: a task without a receipt is re-run. Its numerics run on one thread
-    (:func:`~qpyr.write.threads.single_threaded`), so its bytes do not depend on the process.
+    (:func:`~qpyr.policies.threads.single_threaded`), so its bytes do not depend on the process.
     """
     with single_threaded():
         return _pack_task(url, storage_options, task, refs, options, on_item)

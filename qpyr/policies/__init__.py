@@ -129,7 +129,7 @@ REGISTRY: Mapping[str, PolicyEntry] = MappingProxyType({
     "dct": PolicyEntry(dct.parse, "every level 8x8 DCT (qpyr.dct); quality=1..100, chroma=420|444, tables=annexk|ssim, "
                        "entropy=ctx|fast|jfif", ("quality", "chroma", "tables", "entropy")),
     "quality": PolicyEntry(quality.parse, "per level the cheapest encoding meeting ssim=X / psnr=Y (DCT or lossless)",
-                           ("ssim", "psnr", "chroma", "tables", "entropy")),
+                           ("ssim", "psnr", "chroma", "tables", "entropy", "search")),
     "adaptive": PolicyEntry(_lazy("adaptive"), "per level DCT quality from edge density / texture entropy "
                             "(thresholds settable)",
                             ("edge_lo", "edge_hi", "entropy_lo", "entropy_hi", "q_low", "q_mid", "q_high", "chroma_min")),

@@ -60,8 +60,8 @@ def _parse_range(key: str, v: str) -> tuple[float, float]:
         raise PolicyError(f"Expected {key}=LO..HI (e.g. 0..1). Got {v!r}.") from None
 
 
-def _parse_entropy(params: dict[str, str]) -> str:
-    e = params.get("entropy", "ctx")
+def _parse_entropy(params: dict[str, str], default: str = "ctx") -> str:
+    e = params.get("entropy", default)
     if e not in ("ctx", "fast", "jfif"):
         raise PolicyError("Expected entropy=ctx (smallest), entropy=fast (zstd) or entropy=jfif (JPEG stream, "
                           f"fastest decode). Got {e!r}.")

@@ -61,8 +61,10 @@ def bucket_for(enc: Encoding, level: np.ndarray, source_dtype: np.dtype[Any], sl
     )
 
 
-def measure(recon: torch.Tensor, level: np.ndarray, source_dtype: np.dtype[Any]) -> tuple[float, float]:
-    """(PSNR dB, RGB-SSIM) of a decoded level (normalized units) against the canonical level.
+def measure(recon: torch.Tensor, level: np.ndarray, source_dtype: np.dtype[Any],
+            reference: torch.Tensor | None = None) -> tuple[float, float]:
+    """(PSNR dB, RGB-SSIM) of a decoded level (normalized units) against the canonical level
+    (``reference``: the level already normalized, if the caller has it).
 
     Integer sources are compared in [0, 1] (peak 255 / 65535); float sources with
     ``data_range`` = the reference level's max - min (1 if constant).
@@ -71,7 +73,7 @@ def measure(recon: torch.Tensor, level: np.ndarray, source_dtype: np.dtype[Any])
     from qpyr.metrics import psnr, ssim
 
     vs = value_scale_for(source_dtype)
-    ref = torch.from_numpy(normalize(level, source_dtype))
+    ref = reference if reference is not None else torch.from_numpy(normalize(level, source_dtype))
     if vs != 1.0:
         data_range = 1.0
     else:  # float sources: the level's own range, in float64 (a float32 span can overflow)
@@ -92,6 +94,8 @@ def encode_level(
     tile_classes: np.ndarray | None = None,
     coarser: torch.Tensor | None = None,
     simulate: bool = False,
+    quantized: tuple[np.ndarray, np.ndarray | None] | None = None,
+    reference: torch.Tensor | None = None,
 ) -> EncodedLevel:
     """Encode ``level`` (``[C, h, w]`` in level units) with ``enc``.
 
@@ -108,11 +112,15 @@ def encode_level(
     ``simulate``: for codecs with a ``simulate`` method (``qpyr.dct``), measure quality on the
     bit-exact round trip without entropy coding and write no chunks (``nbytes = -1``): the
     cheap probe of quality searches, which entropy-code only the encoding they choose.
+
+    ``quantized``: ``enc.quantizer.quantize(level, source_dtype)`` when the caller has it (a
+    search encodes one level many times with the same quantizer); ``reference``: the level in
+    normalized units (:func:`~qpyr.codecs.quant.normalize`), likewise.
     """
     tiled = getattr(enc.codec, "name", "") == "qpyr.tiles"
     q = enc.quantizer
     spec = bucket_for(enc, level, source_dtype, slots_per_task, li)
-    stored, params = q.quantize(level, source_dtype)
+    stored, params = quantized if quantized is not None else q.quantize(level, source_dtype)
     c, h, w = level.shape
     th, tw = spec.chunk_hw
     ny, nx = -(-h // th), -(-w // tw)
@@ -185,7 +193,7 @@ def encode_level(
             if q.is_lossless:
                 p, s = math.inf, 1.0
             elif quality and not bool(torch.isnan(recon).any()):
-                p, s = measure(recon, level, source_dtype)
+                p, s = measure(recon, level, source_dtype, reference)
     out = EncodedLevel(enc, spec, h, w, chunks, params, nbytes, p, s)
     if keep_recon:
         out.recon = recon_t

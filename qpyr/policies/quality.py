@@ -19,12 +19,17 @@ from qpyr.codecs.encoding import Encoding, default_codec
 from qpyr.codecs.quant import Quantizer, StoredType
 from qpyr.errors import PolicyError
 from qpyr.policies._params import _parse_entropy, _parse_float, _parse_tables, _spec
-from qpyr.policies.dct import dct_encoding, entropy_for, pool_dct_quality
+from qpyr.policies.dct import entropy_for, pool_dct_quality
 from qpyr.policies.lossless import lossless_encoding
+from qpyr.policies.search import Searcher, lossless_within_reach
 
 __all__ = ["QualityPolicy", "FloorPolicy", "Floors", "parse_floors", "with_floors", "parse"]
 
 _P = TypeVar("_P")
+
+#: How many qualities below a level's choice the search of the next finer level starts (on
+#: photo crops the finer level needed 0-13 less, typically 3-8).
+_FINER_STEP = 3
 
 
 def _meets(e: Any, ssim: float | None, psnr: float | None) -> bool:
@@ -49,86 +54,6 @@ class Floors:
         return bool(self.ssim or self.psnr)
 
 
-class _Searcher:
-    """Finds the cheapest candidate encoding of a level that meets its floors."""
-
-    def __init__(self, level: np.ndarray, source_dtype: np.dtype[Any], li: int, slots_per_task: int):
-        self.level, self.dt, self.li, self.spt = level, np.dtype(source_dtype), li, slots_per_task
-        self.tried: list[Any] = []
-
-    def trial(self, enc: Encoding, measured: Any = None) -> Any:
-        """Encode with ``enc``; ``measured``: a :meth:`probe` of the same encoding, whose
-        (bit-exact) quality is reused instead of decoding and measuring again."""
-        from qpyr.policies.encode import encode_level
-
-        e = encode_level(self.level, self.dt, enc, li=self.li, slots_per_task=self.spt, quality=measured is None)
-        if measured is not None:
-            e.psnr, e.ssim = measured.psnr, measured.ssim
-        self.tried.append(e)
-        return e
-
-    def probe(self, enc: Encoding) -> Any:
-        """Quality of ``enc`` without entropy coding (``nbytes = -1``); bit-exact with :meth:`trial`."""
-        from qpyr.policies.encode import encode_level
-
-        return encode_level(self.level, self.dt, enc, li=self.li, slots_per_task=self.spt, simulate=True)
-
-    def min_dct_quality(self, chroma: str, ssim: float | None, psnr: float | None, lo: int = 1,
-                        start: int = 75, *, family: str = "ssim", entropy: str = "ctx") -> Any | None:
-        """Smallest DCT quality in lo..100 meeting the floors, or None if quality 100 misses.
-
-        SSIM and PSNR grow with quality, so the answer is found by bracketing from ``start``
-        (typically the quality chosen for the previous level: 1-3 trials when it is close)
-        and then narrowing the bracket with interpolation on the measured metric.
-        """
-        cache: dict[int, Any] = {}
-
-        def ev(q: int) -> Any:
-            if q not in cache:
-                cache[q] = self.probe(dct_encoding(q, chroma, self.dt, family, entropy))
-            return cache[q]
-
-        def score(e: Any) -> float:  # >= 0 iff the floors are met (worst margin)
-            m = []
-            if ssim is not None:
-                m.append((e.ssim - ssim) * 100.0)
-            if psnr is not None:
-                m.append(e.psnr - psnr)
-            return min(m)
-
-        hi = 100
-        q = min(max(lo, start), 100)
-        if score(ev(q)) >= 0:
-            hi, step = q, 4
-            while hi - step >= lo and score(ev(hi - step)) >= 0:  # gallop down
-                hi -= step
-                step *= 2
-            lo = max(lo, hi - step + 1)
-        else:
-            lo, step = q + 1, 4
-            while True:  # gallop up
-                nxt = min(100, q + step)
-                if score(ev(nxt)) >= 0:
-                    hi = nxt
-                    break
-                if nxt == 100:
-                    return None
-                lo, q, step = nxt + 1, nxt, step * 2
-        while lo < hi:  # invariant: hi meets the floors; every quality below lo misses
-            below = max(k for k in cache if k < lo) if any(k < lo for k in cache) else None
-            if below is not None and hi - lo > 2:
-                s0, s1 = score(cache[below]), score(cache[hi])
-                guess = below + (hi - below) * (-s0) / (s1 - s0) if s1 != s0 else (lo + hi) / 2
-                mid = int(min(hi - 1, max(lo, round(guess))))
-            else:
-                mid = (lo + hi) // 2
-            if score(ev(mid)) >= 0:
-                hi = mid
-            else:
-                lo = mid + 1
-        return self.trial(dct_encoding(hi, chroma, self.dt, family, entropy), measured=cache[hi])  # entropy-code the winner only
-
-
 @dataclass(frozen=True)
 class QualityPolicy:
     """``quality:ssim=X`` / ``quality:psnr=Y``: per level, the cheapest encoding that meets the
@@ -139,7 +64,8 @@ class QualityPolicy:
     chroma: str = "444"
     params: tuple[tuple[str, str], ...] = ()
     family: str = "ssim"  # DCT tables searched over: "ssim" (qpyr's) or "annexk" (JPEG's)
-    entropy: str = "ctx"  # "ctx" (smallest), "fast" (zstd) or "jfif" (JPEG stream: libjpeg-turbo / nvJPEG decode)
+    entropy: str = "jfif"  # "jfif" (JPEG stream: libjpeg-turbo / nvJPEG decode), "ctx" (smallest) or "fast" (zstd)
+    search: str = "fast"  # "fast" (predicted, ~2 measurements per level) or "exact" (smallest quality)
 
     @property
     def spec(self) -> str:
@@ -155,23 +81,38 @@ class QualityPolicy:
         return [pool_dct_quality(e) for e in self._search(levels, source_dtype, slots_per_task=slots_per_task)]
 
     def _search(self, levels: list[np.ndarray], source_dtype: np.dtype[Any], *, slots_per_task: int) -> list[Any]:
-        out = []
-        start = {"444": 75, "420": 75}
-        for li, lv in enumerate(levels):
+        """Levels searched coarsest first: each finer level starts a few qualities below the
+        coarser one's choice (finer levels of the same picture need a little less) with the
+        slopes fitted there, so the largest levels, which cost most to measure, take the
+        fewest measurements."""
+        out: list[Any] = [None] * len(levels)
+        start = {"444": 80, "420": 80}
+        hints: dict[str, dict[str, float]] = {"444": {}, "420": {}}
+        for li in reversed(range(len(levels))):
+            lv = levels[li]
             ssim, psnr = self.floors.at(li)
-            s = _Searcher(lv, source_dtype, li, slots_per_task)
+            s = Searcher(lv, source_dtype, li, slots_per_task)
             cands = []
             if lv.dtype != np.bool_:
                 for ch in (("444", "420") if self.chroma == "auto" else (self.chroma,)):
-                    e = s.min_dct_quality(ch, ssim, psnr, start=start[ch], family=self.family,
-                                          entropy=entropy_for(self.entropy, lv.shape[0]))
+                    entropy = entropy_for(self.entropy, lv.shape[0])
+                    if self.search == "fast":
+                        e = s.dct_quality(ch, ssim, psnr, start=start[ch], family=self.family, entropy=entropy,
+                                          hints=hints[ch])
+                        hints[ch] = dict(s.slopes) or hints[ch]
+                    else:
+                        e = s.exact_dct_quality(ch, ssim, psnr, start=start[ch], family=self.family, entropy=entropy)
                     if e is not None:
                         cands.append(e)
-                        start[ch] = int(e.encoding.codec.to_dict().get("configuration", {}).get("quality", 90))
-            lossless = s.trial(lossless_encoding(source_dtype, lv.shape[0]))
-            best = min(cands + [lossless], key=lambda e: e.nbytes)
-            best.decision = "lossless-fallback" if best is lossless and not cands else "searched"
-            out.append(best)
+                        q = int(e.encoding.codec.to_dict().get("configuration", {}).get("quality", 90))
+                        start[ch] = max(1, q - _FINER_STEP)
+            lossy = min((e.nbytes for e in cands), default=None)
+            codes = s.codes()
+            if lossless_within_reach(lv if codes is None else codes, source_dtype, lossy):
+                cands.append(s.trial(lossless_encoding(source_dtype, lv.shape[0])))
+            best = min(cands, key=lambda e: e.nbytes)
+            best.decision = "lossless-fallback" if lossy is None else "searched"
+            out[li] = best
         return out
 
 
@@ -198,7 +139,7 @@ class FloorPolicy:
         out = []
         for li, (lv, enc) in enumerate(zip(levels, planned, strict=True)):
             ssim, psnr = self.floors.at(li)
-            s = _Searcher(lv, source_dtype, li, slots_per_task)
+            s = Searcher(lv, source_dtype, li, slots_per_task)
             e = s.trial(enc)
             if enc.quantizer.is_lossless or _meets(e, ssim, psnr):
                 out.append(e)
@@ -207,8 +148,8 @@ class FloorPolicy:
             if enc.codec.name == "qpyr.dct":
                 conf = enc.codec.to_dict().get("configuration", {})
                 q0 = int(conf.get("quality", 90))
-                better = s.min_dct_quality(conf.get("chroma", "420"), ssim, psnr, lo=q0 + 1, start=max(q0 + 1, 75),
-                                           family=conf.get("family", "annexk"), entropy=conf.get("entropy", "ctx"))
+                better = s.dct_quality(conf.get("chroma", "420"), ssim, psnr, lo=q0 + 1, start=max(q0 + 1, 80),
+                                       family=conf.get("family", "annexk"), entropy=conf.get("entropy", "ctx"))
             else:
                 ladder = [StoredType.UINT4, StoredType.UINT8, StoredType.FLOAT16, StoredType.FLOAT32]
                 cur = enc.quantizer.dtype
@@ -262,7 +203,12 @@ def parse(params: dict[str, str]) -> QualityPolicy:
     if ch not in ("420", "444", "auto"):
         raise PolicyError(f"Expected chroma 420, 444 or auto. Got {ch!r}.")
     floors = parse_floors(params.get("ssim"), params.get("psnr"))
-    return QualityPolicy(floors, ch, tuple(sorted(params.items())), _parse_tables(params, "ssim"), _parse_entropy(params))
+    search = params.get("search", "fast")
+    if search not in ("fast", "exact"):
+        raise PolicyError(f"Expected search=fast (predicted quality, ~2 measurements per level) or search=exact "
+                          f"(the smallest sufficient quality). Got {search!r}.")
+    return QualityPolicy(floors, ch, tuple(sorted(params.items())), _parse_tables(params, "ssim"),
+                         _parse_entropy(params, "jfif"), search)
 
 
 def with_floors(policy: _P, floors: Floors) -> _P | FloorPolicy:

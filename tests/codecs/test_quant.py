@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from qpyr.codecs.quant import Quantizer, bf16_decode, bf16_encode, pack_nibbles, unpack_nibbles
+from qpyr.codecs.quant import Quantizer, StoredType, bf16_decode, bf16_encode, pack_nibbles, unpack_nibbles
 from qpyr.errors import PolicyError, RangeError
 
 INT_CONFIGS = [
@@ -137,3 +137,16 @@ def test_invalid_configs():
         Quantizer(dtype="uint7")
     with pytest.raises(PolicyError, match="lo < hi"):
         Quantizer(dtype="uint8", range=(1.0, 0.0))
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (7, 5, 3), (64, 33, 4), (512, 512, 3), (3, 1, 2)])
+def test_interleaved_uint8_dequantizes_to_the_same_bits_as_torch(shape):
+    """A JPEG decoder's [H, W, C] memory viewed as [C, H, W] takes a compiled planar pass;
+    its values equal torch's conversion and multiply bit for bit."""
+    hwc = np.random.default_rng(sum(shape)).integers(0, 256, shape).astype(np.uint8)
+    view = torch.from_numpy(hwc).permute(2, 0, 1)
+    q = Quantizer(dtype=StoredType.UINT8, range=(0.0, 1.0), clamp=True)
+    params = torch.tensor([[1 / 255], [0.0]], dtype=torch.float32)
+    got = q.dequantize(view, params, value_scale=1.0)
+    want = view.to(torch.float32).mul_(params[0, 0])
+    assert got.is_contiguous() and got.dtype == torch.float32 and torch.equal(got, want)

@@ -78,7 +78,10 @@ def _correlate_ring(ring, first, taps, dst):  # type: ignore[no-untyped-def]
             dst[j] += t * r[j]
 
 
-@njit(cache=True, nogil=True)
+# error_model="numpy": a division by zero gives inf/nan instead of raising, so the SSIM formula
+# loop has no per-element zero check and vectorises (~1.3x); its denominators are >= C1 * C2 > 0
+# for finite inputs, so the values are the same bits.
+@njit(cache=True, nogil=True, error_model="numpy")
 def _ssim_sums(x, y, taps, consts, out):  # type: ignore[no-untyped-def]
     """Mean SSIM and mean contrast-structure term of each plane pair, over the valid region.
 

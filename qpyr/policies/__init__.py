@@ -57,8 +57,9 @@ __all__ = [
     "parse_floors", "with_floors", "dct_encoding", "lossless_encoding", "entropy_for", "pool_dct_quality",
 ]
 
-#: The default policy: per level, the cheapest encoding whose RGB-SSIM (Wang 2004) is >= 0.95:
-#: a DCT quality search at 4:4:4 with qpyr's ``ssim`` tables, lossless as the fallback
+#: The default policy: per level, an encoding whose RGB-SSIM (Wang 2004) is >= 0.95: a DCT
+#: quality found by the fast search at 4:4:4 with qpyr's ``ssim`` tables, stored as JPEG streams
+#: (``entropy=jfif``: libjpeg-turbo / nvJPEG decode), lossless where that is cheaper
 #: (``tools/bench_default_policy.py`` measures it on the demo photos). Photos for ML are viewed
 #: by models at a quality floor, not pixel-exact; use ``--policy lossless`` to keep every pixel.
 DEFAULT_POLICY = "quality:ssim=0.95"

@@ -1,8 +1,8 @@
 """The ``quality`` policy and quality floors: per level, the cheapest encoding that meets an SSIM / PSNR floor.
 
 ``quality:ssim=X`` / ``quality:psnr=Y`` (``chroma=444|420|auto``, ``tables=ssim|annexk``,
-``entropy=ctx|fast|jfif``) searches, per level, the smallest sufficient DCT quality and keeps
-the cheapest of those and lossless. Floors (``--min-ssim`` / ``--min-psnr``, :func:`parse_floors`)
+``entropy=jfif|ctx|fast``, ``search=fast|exact``) searches, per level, a sufficient DCT quality
+(:mod:`qpyr.policies.search`) and keeps the cheaper of it and lossless. Floors (``--min-ssim`` / ``--min-psnr``, :func:`parse_floors`)
 apply to any policy through :func:`with_floors`: a level that misses its floor is re-encoded at
 higher quality or precision (:class:`FloorPolicy`).
 """

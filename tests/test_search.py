@@ -33,29 +33,33 @@ def pyramids() -> list[list[np.ndarray]]:
     return [build_pyramid(_chw(a), None) for a in crops]
 
 
-def test_fast_search_meets_the_floor_with_about_two_measurements_near_the_exact_bytes(pyramids, monkeypatch):
-    made: list[Searcher] = []
+@pytest.fixture
+def made(monkeypatch) -> list[Searcher]:
+    """Every :class:`Searcher` the test creates (one per searched level), in order."""
+    out: list[Searcher] = []
     init = Searcher.__init__
 
     def spy(self, *a, **k):
         init(self, *a, **k)
-        made.append(self)
+        out.append(self)
 
     monkeypatch.setattr(Searcher, "__init__", spy)
+    return out
+
+
+def test_fast_search_meets_the_floor_with_about_two_measurements_near_the_exact_bytes(pyramids, made):
     fast, exact = parse_policy("quality:ssim=0.95"), parse_policy("quality:ssim=0.95,search=exact")
     fb = eb = 0
     stats: list[tuple[int, int]] = []  # (pixels, measurements) per searched level
     for lv in pyramids:
         made.clear()
         got = fast.plan_encoded(lv, U8, slots_per_task=16)
-        made_now = list(made)
+        stats += [(s.level.shape[1] * s.level.shape[2], s.measurements) for s in made]
         for li, (e, enc) in enumerate(zip(got, fast.plan(lv, U8), strict=True)):
             assert e.ssim >= 0.95
             # the recorded SSIM is the exact SSIM of what is stored (the concrete encoding)
             again = encode_level(lv[li], U8, enc, li=li, slots_per_task=16)
             assert again.ssim == pytest.approx(e.ssim, abs=1e-9)
-        made[:] = made_now
-        stats += [(s.level.shape[1] * s.level.shape[2], s.measurements) for s in made]
         fb += sum(e.nbytes for e in got)
         eb += sum(e.nbytes for e in exact.plan_encoded(lv, U8, slots_per_task=16))
     w = np.array(stats, dtype=np.float64)
@@ -85,7 +89,7 @@ def test_lossless_estimate_tracks_jpeg_ls(pyramids):
     assert 1 / search_mod.LOSSLESS_REACH > 2.0 and min(ratios) > search_mod.LOSSLESS_REACH, min(ratios)
 
 
-def test_lossless_is_tried_only_within_reach(pyramids, monkeypatch):
+def test_lossless_is_tried_only_within_reach(pyramids, made):
     photo = pyramids[0][0]
     est = lossless_estimate(photo)
     assert not lossless_within_reach(photo, U8, int(0.1 * est))
@@ -97,14 +101,7 @@ def test_lossless_is_tried_only_within_reach(pyramids, monkeypatch):
     flat[:, 20:60, 30:90] = 200.0
     e = parse_policy("quality:ssim=0.95").plan_encoded([flat], U8, slots_per_task=16)[0]
     assert e.encoding.quantizer.is_lossless and e.decision == "searched"
-    made: list[Searcher] = []
-    init = Searcher.__init__
-
-    def spy(self, *a, **k):
-        init(self, *a, **k)
-        made.append(self)
-
-    monkeypatch.setattr(Searcher, "__init__", spy)
+    made.clear()  # only the photo's searches below
     parse_policy("quality:ssim=0.95").plan_encoded(pyramids[1], U8, slots_per_task=16)
     assert made and all(not any(t.encoding.quantizer.is_lossless for t in s.tried) for s in made)
 

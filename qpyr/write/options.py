@@ -63,11 +63,11 @@ class PackOptions:
             raise InputError(f"Expected a positive pixel limit. Got {self.pixel_limit}.")
         Filter(self.filter)
         self.make_policy()  # validate the policy and floors early
+        deepest = default_levels(fmt.LIMITS["max_side"], fmt.LIMITS["max_side"], self.min_side) - 1
         for key, li in self.floor_levels():
             if self.levels is not None and li >= self.levels:
                 raise PolicyError(f"{key} names level {li}, but the pack has {self.levels} level(s) "
                                   f"(0..{self.levels - 1}); drop the floor or raise --levels.")
-            deepest = default_levels(fmt.LIMITS["max_side"], fmt.LIMITS["max_side"], self.min_side) - 1
             if self.levels is None and li > deepest:
                 raise PolicyError(f"{key} names level {li}, but no image can have it: with --min-side "
                                   f"{self.min_side} even a {fmt.LIMITS['max_side']:,}-px image has levels "

@@ -34,6 +34,8 @@ def pack(
     min_psnr: Any = None,
     progress: bool = False,
     client: Any = None,
+    format: str = "2.0",  # noqa: A002
+    shard_bytes: int | None = None,
 ) -> Store:
     """Pack images into a qpyr store at ``url`` and return it opened.
 
@@ -53,10 +55,15 @@ def pack(
             lossless; the manifest records the measured quality and the decision.
         progress: show a progress bar.
         client: a ``dask.distributed.Client``: pack tasks run on its workers.
+        format: ``"2.0"`` (default: items as records in shards filled to ``shard_bytes``) or
+            ``"1"`` (the 1.x layout of padded slots in size-class buckets, for 1.x readers).
+            An append keeps the store's own format.
+        shard_bytes: format 2.0 shard size (default 32 MiB; 16-64 MiB suits object stores).
     """
     from qpyr.io.inputs import DEFAULT_PIXEL_LIMIT
     from qpyr.io.pyramid import DEFAULT_MIN_SIDE
     from qpyr.policies import DEFAULT_POLICY
+    from qpyr.format import manifest as fmt
     from qpyr.write.writer import DEFAULT_SLOTS_PER_TASK, PackOptions, run_pack
 
     opts = PackOptions(
@@ -64,6 +71,7 @@ def pack(
         min_side=min_side or DEFAULT_MIN_SIDE, pixel_limit=pixel_limit or DEFAULT_PIXEL_LIMIT,
         nonfinite=nonfinite, slots_per_task=slots_per_task or DEFAULT_SLOTS_PER_TASK,
         min_ssim=_floor_strings(min_ssim), min_psnr=_floor_strings(min_psnr),
+        layout=_layout(format), shard_bytes=shard_bytes or fmt.SHARD_BYTES,
     )
     run_pack(inputs, url, opts, storage_options=storage_options, overwrite=overwrite, append=append,
              progress=progress, client=client)
@@ -74,6 +82,16 @@ def pack(
             warnings.warn(f"{key} names level {li}, but no image of the store has it (levels 0..{deepest}): "
                           "the floor applied to nothing.", QpyrWarning, stacklevel=2)
     return store
+
+
+def _layout(format: str) -> int:  # noqa: A002
+    """The format major of a ``format=`` argument ("2.0"/"2" or "1.x"/"1")."""
+    major = str(format).split(".")[0]
+    if major not in ("1", "2"):
+        from qpyr.errors import InputError
+
+        raise InputError(f"Expected format '2.0' (default) or '1' (the 1.x layout). Got {format!r}.")
+    return int(major)
 
 
 def _floor_strings(v: Any) -> tuple[str, ...]:

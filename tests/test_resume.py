@@ -286,14 +286,35 @@ def test_append_with_another_slots_per_task_keeps_the_store_geometry(tmp_path):
     rng = np.random.default_rng(12)
     url = tmp_path / "s.qpyr"
     base = {f"x{i}": rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) for i in range(7)}
-    qpyr.pack(base, str(url), slots_per_task=3, levels=2, policy="lossless")
+    qpyr.pack(base, str(url), slots_per_task=3, levels=2, policy="lossless", format="1")
     shards = {p: p.read_bytes() for p in (url / "levels").rglob("*") if p.is_file() and "/c/" in p.as_posix()}
     old = qpyr.open(str(url))
     more = {f"y{i}": rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) for i in range(9)}
     st = qpyr.pack(more, str(url), slots_per_task=8, levels=2, policy="lossless", append=True)
+    assert st.manifest["format_version"] == "1.0"  # a 1.x store is appended to in 1.x
     assert st.manifest["slots_per_task"] == 3 and st.manifest["tasks"] == 3 + 3
     assert {b["slots_per_task"] for b in st.manifest["buckets"]} == {3}
     assert all(p.read_bytes() == b for p, b in shards.items())  # no existing shard or qparams chunk rewritten
+    assert verify(st, decode=True).ok
+    for n, a in {**base, **more}.items():
+        assert torch.equal(st.read(n, [0])[0], torch.from_numpy(np.moveaxis(a, -1, 0).astype(np.float32) / 255)), n
+    assert old.names == list(base) and all(torch.equal(old.read(n, [0])[0], st.read(n, [0])[0]) for n in base)
+
+
+def test_format_2_append_with_another_slots_per_task_and_shard_size_adds_rows_only(tmp_path):
+    """Format 2.0 has no slot geometry: an append packs with its own ``slots_per_task`` in new
+    task rows, keeps the store's shard size, and rewrites no existing shard."""
+    rng = np.random.default_rng(14)
+    url = tmp_path / "s.qpyr"
+    base = {f"x{i}": rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) for i in range(7)}
+    qpyr.pack(base, str(url), slots_per_task=3, levels=2, policy="lossless", shard_bytes=2**16)
+    shards = {p: p.read_bytes() for p in (url / "levels").rglob("*") if p.is_file() and "/c/" in p.as_posix()}
+    old = qpyr.open(str(url))
+    more = {f"y{i}": rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) for i in range(9)}
+    st = qpyr.pack(more, str(url), slots_per_task=8, levels=2, policy="lossless", append=True, shard_bytes=2**20)
+    assert st.manifest["format_version"] == "2.0" and st.manifest["records"]["shard_bytes"] == 2**16
+    assert st.manifest["slots_per_task"] == 8 and st.manifest["tasks"] == 3 + 2
+    assert all(p.read_bytes() == b for p, b in shards.items())
     assert verify(st, decode=True).ok
     for n, a in {**base, **more}.items():
         assert torch.equal(st.read(n, [0])[0], torch.from_numpy(np.moveaxis(a, -1, 0).astype(np.float32) / 255)), n
@@ -308,7 +329,7 @@ def test_append_to_buckets_of_another_slots_per_task(tmp_path):
     rng = np.random.default_rng(13)
     url = tmp_path / "s.qpyr"
     base = {f"x{i}": rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) for i in range(7)}
-    qpyr.pack(base, str(url), slots_per_task=5, levels=1, policy="lossless")
+    qpyr.pack(base, str(url), slots_per_task=5, levels=1, policy="lossless", format="1")
     raw = (url / "zarr.json").read_bytes()
     doc = json.loads(raw)
     man = doc["attributes"][MANIFEST_KEY]

@@ -1,4 +1,4 @@
-"""``qpyr verify``: streams shard by shard, checks every checksum, the manifest and the array
+"""``qpyr verify`` on the 1.x layout: streams shard by shard, checks every checksum, the manifest and the array
 documents, optionally decodes every item, and names every corrupt item (exit code 1)."""
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _packed(tmp_path_factory, small_photos, photos) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # on a busy 2-core machine torch's thread pool only spins
     try:
-        qpyr.pack(items, url, policy="int8", slots_per_task=4, levels=3)
+        qpyr.pack(items, url, policy="int8", slots_per_task=4, levels=3, format="1")  # the 1.x layout (2.0: test_verify_records.py)
     finally:
         torch.set_num_threads(threads)
     return url

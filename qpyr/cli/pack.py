@@ -38,6 +38,10 @@ def add_parser(sub: Any) -> None:
     sp.add_argument("--min-ssim", action="append", metavar="X|L:X",
                     help="RGB-SSIM floor for every level (X) or level L (L:X); repeatable")
     sp.add_argument("--min-psnr", action="append", metavar="Y|L:Y", help="PSNR floor in dB, like --min-ssim")
+    sp.add_argument("--format", default="2.0", choices=["2.0", "1"],
+                    help="store format: 2.0 (default: records in shards filled to --shard-mib) or 1 (the 1.x layout)")
+    sp.add_argument("--shard-mib", type=float, default=32, metavar="MIB",
+                    help="format 2.0: shard size in MiB (default 32; 16-64 suits object stores)")
     sp.add_argument("--workers", type=int, metavar="N", help="pack on a local Dask cluster of N worker processes")
     sp.add_argument("--scheduler", metavar="ADDRESS", help="pack on an existing Dask cluster")
     add_common(sp)
@@ -75,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite, append=args.append, pixel_limit=args.max_pixels,
             nonfinite=args.nonfinite, progress=progress(args), client=client,
             min_ssim=args.min_ssim, min_psnr=args.min_psnr,
+            format=args.format, shard_bytes=int(args.shard_mib * 2**20),
         )
     finally:
         if client is not None:

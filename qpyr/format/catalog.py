@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from qpyr.format.documents import encode_plain_chunk, plain_array_doc
-from qpyr.format.manifest import DECISIONS, LEVEL_COLUMNS
+from qpyr.format.manifest import DECISIONS, LEVEL_COLUMNS, SHARD_COLUMNS
 from qpyr.io.storage import ObjectStore
 
 __all__ = ["Catalog", "CatalogWriter"]
@@ -30,8 +30,11 @@ class Catalog:
     Attributes:
         names: item names, in item order (unique).
         sources: ``int64 [N, 5]``: dtype code, channels, height, width, level count.
-        levels: one ``int64 [N, len(LEVEL_COLUMNS)]`` table per level (``-1`` rows: item lacks it).
+        levels: one ``int64 [N, columns]`` table per level (``-1`` rows: item lacks it); the
+            columns are ``manifest.LEVEL_COLUMNS`` (1.x) or ``LEVEL_COLUMNS_2`` (2.0).
         quality: one ``float32 [N, 2]`` table per level: PSNR and RGB-SSIM (NaN: not measured).
+        shards: format 2.0: one ``int64 [n, 4]`` table per level of its shard objects
+            (``manifest.SHARD_COLUMNS``, sorted by task then shard); empty for 1.x.
         index: name -> item number.
     """
 
@@ -39,6 +42,7 @@ class Catalog:
     sources: np.ndarray
     levels: list[np.ndarray]
     quality: list[np.ndarray]
+    shards: list[np.ndarray] = field(default_factory=list)
     index: dict[str, int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -158,8 +162,8 @@ class CatalogWriter:
     level seen, ``name_bytes`` the UTF-8 bytes of all names.
     """
 
-    def __init__(self, ostore: ObjectStore, base: str, chunk_rows: int):
-        self.os, self.base, self.cr = ostore, base, chunk_rows
+    def __init__(self, ostore: ObjectStore, base: str, chunk_rows: int, columns: int = len(LEVEL_COLUMNS)):
+        self.os, self.base, self.cr, self.columns = ostore, base, chunk_rows, columns
         self.names = _RowSink(ostore, f"{base}/names", 2**20, (), np.uint8, ["byte"])
         self.offsets = _RowSink(ostore, f"{base}/name_offsets", chunk_rows, (), np.uint64, ["item"])
         self.offsets.extend(np.zeros(1, np.uint64))
@@ -173,7 +177,7 @@ class CatalogWriter:
     def _level(self, li: int) -> None:
         while len(self.levels) <= li:
             j = len(self.levels)
-            tab = _RowSink(self.os, f"{self.base}/level_{j}", self.cr, (len(LEVEL_COLUMNS),), np.int64, ["item", "field"])
+            tab = _RowSink(self.os, f"{self.base}/level_{j}", self.cr, (self.columns,), np.int64, ["item", "field"])
             qual = _RowSink(self.os, f"{self.base}/quality_{j}", self.cr, (2,), np.float32, ["item", "metric"])
             tab.pad(self.n, -1)  # items so far have no level j
             qual.pad(self.n, np.nan)
@@ -214,6 +218,14 @@ class CatalogWriter:
     def close(self) -> None:
         for s in (self.names, self.offsets, self.sources, *self.levels, *self.quality):
             s.close()
+
+    def write_shards(self, tables: list[np.ndarray]) -> None:
+        """Format 2.0: the ``shards_{l}`` tables (``int64 [n, 4]`` each, sorted)."""
+        for li, t in enumerate(tables):
+            sink = _RowSink(self.os, f"{self.base}/shards_{li}", self.cr, (len(SHARD_COLUMNS),), np.int64,
+                            ["shard", "field"])
+            sink.extend(np.asarray(t, np.int64).reshape(-1, len(SHARD_COLUMNS)))
+            sink.close()
 
     def level_summary(self, stored_bytes: dict[str, int]) -> list[dict[str, Any]]:
         """The manifest's ``level_summary``: one entry per level, with ``stored_bytes[str(level)]``

@@ -22,6 +22,7 @@ __all__ = [
     "group_doc",
     "bucket_data_doc",
     "plain_array_doc",
+    "records_doc",
     "bucket_docs",
     "encode_plain_chunk",
     "encode_plain_chunks",
@@ -72,6 +73,25 @@ def bucket_data_doc(b: BucketSpec, slots: int, dtype: np.dtype[Any], chain: list
         ],
         "attributes": attrs,
         "dimension_names": ["slot", "channel", "y", "x"],
+    }
+    return _dumps(d)
+
+
+def records_doc(tasks: int, shard_bytes: int, task_shards: int) -> bytes:
+    """``zarr.json`` of a level's record heap (format 2.0): ``uint8 [tasks, task_shards *
+    shard_bytes]``, one chunk (shard) per ``shard_bytes`` of a row, each a zstd frame of stored
+    blocks (:mod:`qpyr.format.heap`), so stock Zarr readers decode it."""
+    d = {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": [tasks, task_shards * shard_bytes],
+        "data_type": "uint8",
+        "chunk_grid": _named("regular", {"chunk_shape": [1, shard_bytes]}),
+        "chunk_key_encoding": _named("default", {"separator": "/"}),
+        "fill_value": 0,
+        "codecs": [{"name": "bytes"}, _named("zstd", {"level": 0, "checksum": False})],
+        "attributes": {"qpyr": {"role": "records"}},
+        "dimension_names": ["task", "byte"],
     }
     return _dumps(d)
 

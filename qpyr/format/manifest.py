@@ -1,4 +1,4 @@
-"""The qpyr format, version 1: the manifest, the catalog's columns and limits, and their checks.
+"""The qpyr format, versions 1.x and 2.0: the manifest, the catalog's columns and limits, and their checks.
 
 See ``spec/format.md`` for the normative text. This module validates a manifest read from an
 untrusted store (types, ranges and limits checked *before* anything is allocated) and names the
@@ -31,6 +31,10 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_KEY",
     "LIMITS",
+    "LEVEL_COLUMNS_2",
+    "SHARD_COLUMNS",
+    "level_columns",
+    "major_version",
     "check_version",
     "validate_manifest",
     "group_doc",
@@ -68,12 +72,35 @@ _CATALOG_CHUNK_ROWS = 65536
 
 #: Codes of the ``decision`` column of ``catalog/level_{l}``: why a level got its encoding.
 DECISIONS = ["planned", "raised", "searched", "lossless-fallback"]
-#: Columns of ``catalog/level_{l}`` (int64).
+#: Columns of ``catalog/level_{l}`` (int64), format 1.x.
 LEVEL_COLUMNS = ["bucket", "slot", "height", "width", "stored_bytes", "decision"]
+#: Columns of ``catalog/level_{l}`` (int64), format 2.0: ``task`` (row of the level's record
+#: heap), ``stored_bytes`` (exact record length) and ``offset`` (of the record in that row).
+LEVEL_COLUMNS_2 = ["bucket", "task", "height", "width", "stored_bytes", "decision", "offset"]
+#: Columns of ``catalog/shards_{l}`` (int64, format 2.0): one row per shard object of the level.
+SHARD_COLUMNS = ["task", "shard", "used_bytes", "object_bytes"]
+#: Shard numbers a task may use per level (format 2.0 ``records.task_shards``, as qpyr writes it).
+TASK_SHARDS = 2**16
+#: Default and allowed shard sizes (``records.shard_bytes``) of format 2.0.
+SHARD_BYTES = 32 * 2**20
+SHARD_BYTES_RANGE = (2**16, 2**31 - 1)
+
+
+def level_columns(m: dict[str, Any]) -> list[str]:
+    """The ``catalog/level_{l}`` columns of a validated manifest's format version."""
+    return LEVEL_COLUMNS_2 if major_version(m) >= 2 else LEVEL_COLUMNS
+
+
+def major_version(m: dict[str, Any]) -> int:
+    return int(str(m["format_version"]).split(".")[0])
 
 #: Sample types a data array may hold (numpy names; bfloat16 is stored as uint16, 4-bit as uint8).
 STORED_DTYPES = {"uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64",
                  "float16", "float32", "float64"}
+
+
+#: Format majors this qpyr reads (one reader per major, newest first).
+_READ_MAJORS = (2, 1)
 
 
 def check_version(v: Any, where: str) -> tuple[int, int]:
@@ -85,9 +112,10 @@ def check_version(v: Any, where: str) -> tuple[int, int]:
     except ValueError:
         raise FormatError(f"{where}: expected format_version 'MAJOR.MINOR'. Got {v!r}.") from None
     ours = int(FORMAT_VERSION.split(".")[0])
-    if major != ours:
+    if major not in _READ_MAJORS:
         raise UnsupportedVersionError(
-            f"{where}: format_version {v} is not supported by this qpyr (reads {ours}.x); "
+            f"{where}: format_version {v} is not supported by this qpyr (reads "
+            f"{', '.join(f'{x}.x' for x in _READ_MAJORS)}); "
             f"{'upgrade qpyr' if major > ours else 'convert the store with an older qpyr'}."
         )
     return major, minor
@@ -107,8 +135,9 @@ def catalog_path(generation: int) -> str:
 def catalog_nbytes(m: dict[str, Any]) -> int:
     """Bytes a reader allocates to hold the decoded catalog of a validated manifest."""
     n = int(m["items"])
-    row = 5 * 8 + m["levels"] * (len(LEVEL_COLUMNS) * 8 + 2 * 4)
-    return int(m["catalog"]["name_bytes"]) + 8 * (n + 1) + n * row
+    row = 5 * 8 + m["levels"] * (len(level_columns(m)) * 8 + 2 * 4)
+    shards = sum(m["records"]["shards"]) * len(SHARD_COLUMNS) * 8 if "records" in m else 0
+    return int(m["catalog"]["name_bytes"]) + 8 * (n + 1) + n * row + shards
 
 
 CATALOG_CHUNK_ROWS = _CATALOG_CHUNK_ROWS
@@ -138,7 +167,7 @@ def _int_in(d: Any, key: str, lo: int, hi: int, where: str) -> int:
 _MANIFEST_FIELDS = {
     "format_version", "writer", "generation", "items", "levels", "policy", "filter", "tasks",
     "slots_per_task", "encodings", "buckets", "level_summary", "catalog", "total_bytes",
-    "created", "optional", "plan",
+    "created", "optional", "plan", "records",
 }
 _BUCKET_FIELDS = {"path", "level", "encoding", "channels", "height", "width", "packed",
                   "slots_per_task", "slots", "dtype", "stored_bytes", "params_shape"}
@@ -207,7 +236,7 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
 
     if not isinstance(m, dict):
         raise FormatError(f"{where}: manifest is not a JSON object.")
-    check_version(m.get("format_version"), where)
+    major, _minor = check_version(m.get("format_version"), where)
     optional = m.get("optional", [])
     if not isinstance(optional, list) or not all(isinstance(x, str) for x in optional):
         raise FormatError(f"{where}.optional: expected a list of field names.")
@@ -283,6 +312,10 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
     if cat.get("dtypes", DTYPE_CODES) != DTYPE_CODES:
         raise FormatError(f"{where}.catalog.dtypes: expected exactly {DTYPE_CODES} in format 1.x.")
     _validate_level_summary(m, encs, where)
+    if major >= 2:
+        _validate_records(m, where)
+    elif "records" in m:
+        raise FormatError(f"{where}: 'records' is a format 2.0 field; this store says {m['format_version']}.")
     if "plan" in m:  # optional (format 1.1): what the policy decided
         from qpyr.format.plan import validate_plan
 
@@ -291,6 +324,21 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
         raise FormatError(f"{where}: a catalog of {m['items']} items and {m['levels']} levels needs "
                           f"{catalog_nbytes(m)} bytes, over the limit max_catalog_bytes = {LIMITS['max_catalog_bytes']}.")
     return m
+
+
+def _validate_records(m: dict[str, Any], where: str) -> None:
+    """Format 2.0 ``records``: the record heap's shard size, shard numbers per task, shard counts."""
+    w = f"{where}.records"
+    r = _req(m, "records", dict, where)
+    extra = set(r) - {"shard_bytes", "task_shards", "shards"}
+    if extra:
+        raise FormatError(f"{w}: unknown field(s) {sorted(extra)}.")
+    _int_in(r, "shard_bytes", *SHARD_BYTES_RANGE, w)
+    _int_in(r, "task_shards", 1, 2**24, w)
+    shards = _req(r, "shards", list, w)
+    if len(shards) != m["levels"] or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 2**40
+                                             for x in shards):
+        raise FormatError(f"{w}.shards: expected one shard count per level ({m['levels']}). Got {shards!r:.200}.")
 
 
 def json_float(x: float) -> float | None:

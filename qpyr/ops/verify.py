@@ -133,8 +133,12 @@ def verify(store: Store, *, decode: bool = False, on_progress: Callable[[int], N
             if got != ls["stored_bytes"]:
                 ck.problem(f"level {ls['level']}: objects hold {got} bytes; manifest stored_bytes says {ls['stored_bytes']}")
 
-    for bi, bd in enumerate(m["buckets"]):
-        _check_bucket(ck, bi, bd, by_bucket.get(bd["path"], {}), busy, on_progress)
+    if fmt.major_version(m) >= 2:
+        for li in range(m["levels"]):
+            _check_records(ck, li, sizes, busy, on_progress)
+    else:
+        for bi, bd in enumerate(m["buckets"]):
+            _check_bucket(ck, bi, bd, by_bucket.get(bd["path"], {}), busy, on_progress)
 
     if decode:
         _decode_all(ck)
@@ -251,6 +255,97 @@ def _check_bucket(ck: _Checker, bi: int, bd: dict[str, Any], objects: dict[str, 
                 ck.problem(f"item(s) {ck.names(row_items)} {what}: quantization parameters {pkey} are missing", row_items)
             except QpyrError as e:
                 ck.problem(f"item(s) {ck.names(row_items)} {what}: quantization parameters are corrupt ({e})", row_items)
+
+
+def _check_records(ck: _Checker, li: int, sizes: dict[str, int], busy: bool,
+                   on_progress: Callable[[int], None] | None) -> None:
+    """Format 2.0, level ``li``: the record array's document, every shard object against the
+    shard table (framing, size, no strays), and every record's bounds, header and tile crc32c."""
+    from qpyr.format import heap
+    from qpyr.format.documents import records_doc
+    from qpyr.format.record import RecordShape
+
+    st, m = ck.st, ck.st.manifest
+    os_ = st.object_store
+    S, M = m["records"]["shard_bytes"], m["records"]["task_shards"]
+    what = f"level {li}"
+    prefix = f"levels/{li}/records/"
+    try:
+        doc = json.loads(os_.read(prefix + "zarr.json"))
+        if doc != json.loads(records_doc(m["tasks"], S, M)) and not busy:
+            ck.problem(f"{what}: {prefix}zarr.json disagrees with the manifest")
+    except (FileNotFoundError, ValueError) as e:
+        ck.problem(f"{what}: {prefix}zarr.json is missing or malformed ({type(e).__name__})")
+    table = st.catalog.shards[li]
+    listed = {f"{prefix}c/{t}/{j}": (t, j, u, o) for t, j, u, o in table.tolist()}
+    for key in sizes:
+        if key.startswith(prefix + "c/") and key not in listed and not busy:
+            ck.problem(f"{key}: shard object that the shard table does not list")
+    tab = st.catalog.levels[li]
+    items = np.nonzero(tab[:, 0] >= 0)[0]
+    items = items[np.lexsort((tab[items, 6], tab[items, 1]))]
+    bsum: dict[int, int] = {}
+    loaded: dict[tuple[int, int], Any] = {}
+    prev_end: tuple[int, int] = (-1, 0)
+    for i in items.tolist():
+        bi, task, h, w, nbytes, _dec, off = (int(x) for x in tab[i])
+        bsum[bi] = bsum.get(bi, 0) + nbytes
+        name = st.catalog.names[i]
+        if prev_end[0] == task and off < prev_end[1]:
+            ck.problem(f"item {name!r} {what}: its record overlaps the previous record of task {task}", [i])
+        prev_end = (task, off + nbytes)
+        parts = []
+        pcs = heap.pieces(off, nbytes, S)
+        for k in [k for k in loaded if k[0] != task or (pcs and k[1] < pcs[0][0])]:
+            del loaded[k]  # memory: the shards of the current record only
+        for j, o0, o1 in pcs:
+            key = f"{prefix}c/{task}/{j}"
+            if (task, j) not in loaded:
+                if key not in listed:
+                    ck.problem(f"item {name!r} {what}: shard {key} is not in the shard table", [i])
+                    break
+                try:
+                    loaded[(task, j)] = heap.parse_frame(os_.read(key), S, listed[key][2], key)
+                    ck.rep.shards += 1
+                    if on_progress:
+                        on_progress(1)
+                except FileNotFoundError:
+                    ck.problem(f"item {name!r} {what}: shard {key} is missing", [i])
+                    break
+                except QpyrError as e:
+                    ck.problem(f"item {name!r} {what}: shard {key} is unreadable ({e})", [i])
+                    break
+            parts.append(loaded[(task, j)][o0:o1])
+        else:
+            _check_record(ck, i, li, b"".join(parts), h, w, RecordShape)
+    for bi, bd in enumerate(m["buckets"]):
+        if bd["level"] == li and bd.get("stored_bytes", 0) != bsum.get(bi, 0):
+            ck.problem(f"bucket {bd['path']}: records hold {bsum.get(bi, 0)} bytes; manifest stored_bytes says "
+                       f"{bd['stored_bytes']}")
+
+
+def _check_record(ck: _Checker, i: int, li: int, rec: bytes, h: int, w: int, shape_cls: Any) -> None:
+    """One record: its header (parameters, tile table, crc) and every tile's crc32c."""
+    from qpyr.codecs.encoding import Encoding
+
+    bd = ck.st.manifest["buckets"][int(ck.st.catalog.levels[li][i, 0])]
+    enc = Encoding.from_dict(ck.st.manifest["encodings"][bd["encoding"]])
+    th, tw = BucketSpec.from_dict(bd).chunk_hw
+    n = -(-h // th) * -(-w // tw)
+    ps = enc.quantizer.param_shape(bd["channels"], h, w) if bd.get("params_shape") else None
+    shape = shape_cls(n, 4 * int(np.prod(ps)) if ps else 0)
+    name = ck.st.catalog.names[i]
+    try:
+        _params, offs = shape.parse_header(rec[:shape.header_nbytes], len(rec), f"item {name!r} level {li}")
+    except QpyrError as e:
+        ck.problem(str(e), [i])
+        return
+    mv = memoryview(rec)
+    for k in range(n):
+        a, z = int(offs[k]), int(offs[k + 1])
+        ck.rep.chunks += 1
+        if z - a < 4 or crc32c(mv[a:z - 4]) != int.from_bytes(mv[z - 4:z], "little"):
+            ck.problem(f"item {name!r} level {li}: tile {divmod(k, -(-w // tw))} fails its crc32c checksum", [i])
 
 
 def _check_shard(ck: _Checker, key: str, n_inner: int, k: int, r: int, need: dict[int, tuple[int, int, int]],

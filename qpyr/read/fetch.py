@@ -189,19 +189,35 @@ class Fetcher:
                 raise FormatError(f"{self.where(reqs[g[0][2]])}: shard {key} is truncated.")
             mv = memoryview(blob)
             for off, nb, ri, ci in g:
-                r = reqs[ri]
                 a = off - base
-                view = mv[a:a + nb - 4]
-                body: Any = view if (_crc_buffer is not None and r.b.takes_buffer) else bytes(view)
-                crc = _crc_buffer(view) if _crc_buffer is not None else crc32c(body)
-                if nb < 4 or crc != int.from_bytes(mv[a + nb - 4:a + nb], "little"):
-                    _, _, ty, tx = r.chunks[ci]
-                    raise ChecksumError(f"{self.where(r)} chunk ({ty}, {tx}) of shard {key}: crc32c mismatch "
-                                        "(the stored bytes were altered or truncated).")
-                self._place(r, ci, body, outs[ri])
-        return [self._finish_payload(r, o, params) for r, o in zip(reqs, outs, strict=True)]
+                self._check_place(reqs[ri], ci, mv[a:a + nb], outs[ri], f"shard {key}")
+        return [self._finish_payload(r, o, self._slot_params(r, params)) for r, o in zip(reqs, outs, strict=True)]
 
     # ------------------------------------------------------------------ staging
+    def _check_place(self, r: PlannedRead, ci: int, chunk: memoryview, o: dict[str, Any], where: str) -> None:
+        """crc32c-check one encoded chunk (codec bytes + crc) and decode it into payload ``o``."""
+        nb = len(chunk)
+        view = chunk[:nb - 4]
+        body: Any = view if (_crc_buffer is not None and r.b.takes_buffer) else bytes(view)
+        crc = _crc_buffer(view) if _crc_buffer is not None else crc32c(body)
+        if nb < 4 or crc != int.from_bytes(chunk[nb - 4:nb], "little"):
+            _, _, ty, tx = r.chunks[ci]
+            raise ChecksumError(f"{self.where(r)} chunk ({ty}, {tx}) of {where}: crc32c mismatch "
+                                "(the stored bytes were altered or truncated).")
+        self._place(r, ci, body, o)
+
+    def _slot_params(self, r: PlannedRead, params_of: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Format 1.x: the parameters of ``r``'s slot, cropped to the item's blocks."""
+        b = r.b
+        if b.params_shape is None:
+            return None
+        params = params_of[b.params_key(r.slot)][r.slot % b.k].clone()
+        if b.enc.quantizer.granularity is Granularity.BLOCK:
+            bs = b.enc.quantizer.block
+            h, w = self.catalog.levels[r.level][r.i, 2:4].tolist()
+            params = params[:, :, :-(-h // bs), :-(-w // bs)].contiguous()
+        return params
+
     def _start_payload(self, r: PlannedRead, coefficients: bool, pin: bool) -> dict[str, Any]:
         b = r.b
         if coefficients and b.split is not None:
@@ -243,15 +259,8 @@ class Fetcher:
             return
         o["np"][:, y_lo - r.y0:y_hi - r.y0, x_lo - x0s:x_hi - x0s] = chunk[0, :, y_lo - cy0:y_hi - cy0, x_lo - cx0:x_hi - cx0]
 
-    def _finish_payload(self, r: PlannedRead, o: dict[str, Any], params_of: dict[str, torch.Tensor]) -> LevelPayload:
+    def _finish_payload(self, r: PlannedRead, o: dict[str, Any], params: torch.Tensor | None) -> LevelPayload:
         b = r.b
-        params = None
-        if b.params_shape is not None:
-            params = params_of[b.params_key(r.slot)][r.slot % b.k].clone()
-            if b.enc.quantizer.granularity is Granularity.BLOCK:
-                bs = b.enc.quantizer.block
-                h, w = self.catalog.levels[r.level][r.i, 2:4].tolist()
-                params = params[:, :, :-(-h // bs), :-(-w // bs)].contiguous()
         common = dict(quantizer=b.enc.quantizer, value_scale=_VALUE_SCALES[int(self.catalog.sources[r.i, 0])],
                       height=r.y1 - r.y0, width=r.x1 - r.x0, origin=(r.y0, r.x0), stored_dtype=b.dtype_name,
                       channels=b.spec.channels, params=params, pruned=b.pruned)

@@ -27,15 +27,20 @@ def check_auto(max_bytes: int | None, target_size: int | None) -> None:
 
 class PlannedRead:
     """One planned read: item ``i``'s level window ``[y0, y1) x [x0, x1)`` in bucket ``b`` at
-    ``slot``, and its chunks ``(shard key, inner index, tile row, tile col)``."""
+    ``slot``, and its chunks ``(shard key, inner index, tile row, tile col)``.
 
-    __slots__ = ("i", "level", "b", "slot", "y0", "x0", "y1", "x1", "chunks")
+    Format 2.0: ``slot`` is the task (row of the record array), ``record`` is ``(task, offset,
+    bytes, tiles)`` of the item's record, and a chunk's inner index is its tile's position in
+    the record (row-major over the level's tiles; the shard key is empty)."""
+
+    __slots__ = ("i", "level", "b", "slot", "y0", "x0", "y1", "x1", "chunks", "record")
 
     def __init__(self, i: int, level: int, b: Bucket, slot: int, y0: int, x0: int, y1: int, x1: int,
-                 chunks: list[tuple[str, int, int, int]]):
+                 chunks: list[tuple[str, int, int, int]], record: tuple[int, int, int, int] | None = None):
         self.i, self.level, self.b, self.slot = i, level, b, slot
         self.y0, self.x0, self.y1, self.x1 = y0, x0, y1, x1
         self.chunks = chunks
+        self.record = record
 
 
 class Planner:
@@ -44,9 +49,10 @@ class Planner:
     Items are item numbers (``Store.item_index`` resolves names and negative indices).
     """
 
-    def __init__(self, catalog: Catalog, buckets: Sequence[Bucket]):
+    def __init__(self, catalog: Catalog, buckets: Sequence[Bucket], records: bool = False):
         self.catalog = catalog
         self.buckets = buckets
+        self.records = records  # format 2.0
 
     def pick_level(self, i: int, *, max_bytes: int | None = None, target_size: int | None = None,
                    region: Region | None = None) -> int:
@@ -126,10 +132,17 @@ class Planner:
 
     def plan(self, i: int, li: int, region: Region | None) -> PlannedRead:
         """The chunks of item ``i``'s level ``li`` that the window of ``region`` intersects."""
-        bi, slot, h, w = self.catalog.levels[li][i, :4].tolist()
+        row = self.catalog.levels[li][i]
+        bi, slot, h, w = row[:4].tolist()
         b = self.buckets[bi]
         y0, x0, y1, x1 = self.window(i, li, h, w, region)
         th, tw, k, ny, nx = b.th, b.tw, b.k, b.ny, b.nx
+        if self.records:
+            ntx = -(-w // tw)
+            tiles = [("", ty * ntx + tx, ty, tx) for ty in range(y0 // th, -(-y1 // th))
+                     for tx in range(x0 // tw, -(-x1 // tw))]
+            return PlannedRead(i, li, b, slot, y0, x0, y1, x1, tiles,
+                               (slot, int(row[6]), int(row[4]), -(-h // th) * ntx))
         srow, sl = divmod(slot, k)
         chunks = []
         for ty in range(y0 // th, -(-y1 // th)):

@@ -123,9 +123,11 @@ def read_catalog(ostore: ObjectStore, m: dict[str, Any]) -> Catalog:
     b_level = np.array([b["level"] for b in bk], np.int64)
     b_slots = np.array([b["slots"] for b in bk], np.int64)
     b_hwc = np.array([[b["height"], b["width"], b["channels"]] for b in bk], np.int64).reshape(-1, 3)
-    levels, quality = [], []
+    v2 = fmt.major_version(m) >= 2
+    ncol = len(fmt.level_columns(m))
+    levels, quality, shards = [], [], []
     for li in range(m["levels"]):
-        tab = _read_plain(ostore, f"{base}/level_{li}", n, cr, (len(fmt.LEVEL_COLUMNS),), np.int64, sizes)
+        tab = _read_plain(ostore, f"{base}/level_{li}", n, cr, (ncol,), np.int64, sizes)
         present = tab[:, 0] >= 0
         if not np.array_equal(present, sources[:, 4] > li) or (tab[~present] != -1).any():
             raise FormatError(f"{where}: catalog level {li} rows disagree with the items' level counts.")
@@ -136,12 +138,58 @@ def read_catalog(ostore: ObjectStore, m: dict[str, Any]) -> Catalog:
         if ((t[:, 1] < 0) | (t[:, 2] < 1) | (t[:, 3] < 1) | (t[:, 4] < 0) | (t[:, 5] < 0)
                 | (t[:, 5] >= len(fmt.DECISIONS))).any():
             raise FormatError(f"{where}: catalog level {li} holds negative extents or unknown decisions.")
-        if ((b_level[bi] != li) | (t[:, 1] >= b_slots[bi]) | (t[:, 2] > b_hwc[bi, 0]) | (t[:, 3] > b_hwc[bi, 1])
-                | (sources[present, 1] != b_hwc[bi, 2])).any():
+        if ((b_level[bi] != li) | (t[:, 2] > b_hwc[bi, 0]) | (t[:, 3] > b_hwc[bi, 1])
+                | (sources[present, 1] != b_hwc[bi, 2]) | (False if v2 else t[:, 1] >= b_slots[bi])).any():
             raise FormatError(f"{where}: catalog level {li} does not fit its buckets (level, slot, extent or channels).")
+        if v2:
+            st = _read_plain(ostore, f"{base}/shards_{li}", m["records"]["shards"][li], cr,
+                             (len(fmt.SHARD_COLUMNS),), np.int64, sizes)
+            _check_records(m, li, t, st, [names[int(k)] for k in np.flatnonzero(present)], f"{where}: level {li}")
+            shards.append(st)
         levels.append(tab)
         quality.append(_read_plain(ostore, f"{base}/quality_{li}", n, cr, (2,), np.float32, sizes))
-    return Catalog(names, sources, levels, quality)
+    return Catalog(names, sources, levels, quality, shards)
+
+
+def _check_records(m: dict[str, Any], li: int, t: np.ndarray, st: np.ndarray, names: list[str], where: str) -> None:
+    """Format 2.0: every record of level ``li`` (present rows ``t``, of items ``names``) lies
+    inside shards that the level's shard table ``st`` lists, and the table itself is sorted and
+    within the limits; errors name the level, the first offending item and the object."""
+    S, M, tasks = m["records"]["shard_bytes"], m["records"]["task_shards"], m["tasks"]
+    from qpyr.format.heap import frame_nbytes
+
+    if len(st) and ((st[:, 0] < 0).any() or (st[:, 0] >= tasks).any() or (st[:, 1] < 0).any() or (st[:, 1] >= M).any()
+                    or (st[:, 2] < 1).any() or (st[:, 2] > S).any()):
+        raise FormatError(f"{where}: the shard table holds shards outside the store's tasks, shard numbers or size.")
+    keys = st[:, 0] * M + st[:, 1]
+    if len(keys) > 1 and (np.diff(keys) <= 0).any():
+        raise FormatError(f"{where}: the shard table is not sorted by (task, shard) or repeats a shard.")
+    if len(st) and any(int(o) != frame_nbytes(int(u), S) for u, o in st[:, 2:4].tolist()):
+        raise FormatError(f"{where}: the shard table's object sizes disagree with its used bytes.")
+    if not len(t):
+        return
+    task, nbytes, off = t[:, 1], t[:, 4], t[:, 6]
+    bad = (task >= tasks) | (off < 0) | (nbytes < 4) | (off + nbytes > M * S)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise FormatError(f"{where}: item {names[i]!r}: its record (task {int(task[i])}, offset {int(off[i])}, "
+                          f"{int(nbytes[i])} bytes) lies outside levels/{li}/records ({tasks} tasks of "
+                          f"{M * S} bytes).")
+    # the first and the last shard of every record must be listed, the last one used up to its end
+    first, last = off // S, (off + nbytes - 1) // S
+    for j, need in ((first, off % S + 1), (last, (off + nbytes - 1) % S + 1)):
+        k = np.searchsorted(keys, task * M + j)
+        ok = k < len(keys)
+        ok[ok] = keys[k[ok]] == (task * M + j)[ok]
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            raise FormatError(f"{where}: item {names[i]!r}: its record points at shard "
+                              f"levels/{li}/records/c/{int(task[i])}/{int(j[i])}, which the shard table does not list.")
+        short = st[k, 2] < need
+        if short.any():
+            i = int(np.flatnonzero(short)[0])
+            raise FormatError(f"{where}: item {names[i]!r}: its record runs past the used bytes of shard "
+                              f"levels/{li}/records/c/{int(task[i])}/{int(j[i])}.")
 
 
 #: Times :func:`read_snapshot` re-reads a root that changed under it (an append commit in between).

@@ -33,6 +33,7 @@ from qpyr.io.storage import ObjectStore
 from qpyr.read import pruned, snapshot
 from qpyr.read.bucket import Bucket
 from qpyr.read.fetch import Fetcher
+from qpyr.read.records import RecordFetcher
 from qpyr.read.payload import LevelPayload, StoredLevel, check_dtype, check_uint8_source
 from qpyr.read.selection import PlannedRead, Planner, Region, check_auto
 
@@ -54,8 +55,11 @@ class Store:
         self.catalog = catalog
         self._encodings = {k: Encoding.from_dict(v) for k, v in manifest["encodings"].items()}
         self._buckets = [Bucket(b, self._encodings[b["encoding"]]) for b in manifest["buckets"]]
-        self._planner = Planner(catalog, self._buckets)
-        self._fetcher = Fetcher(ostore, catalog)
+        # one reader per format major, newest first: 2.0 records, else 1.x bucket slots
+        self._records = fmt.major_version(manifest) >= 2
+        self._planner = Planner(catalog, self._buckets, records=self._records)
+        self._fetcher: Fetcher = (RecordFetcher(ostore, catalog, manifest["records"]) if self._records
+                                  else Fetcher(ostore, catalog))
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -109,12 +113,13 @@ class Store:
         code, c, h, w, nl = (int(x) for x in self.catalog.sources[i])
         levels = []
         for li in range(nl):
-            bi, slot, lh, lw, nbytes, dec = (int(x) for x in self.catalog.levels[li][i])
+            bi, slot, lh, lw, nbytes, dec = (int(x) for x in self.catalog.levels[li][i][:6])
             b = self._buckets[bi]
             p, s = (float(x) for x in self.catalog.quality[li][i])
             levels.append({
                 "level": li, "shape": [c, lh, lw], "dtype": b.enc.quantizer.dtype.value if not b.enc.quantizer.is_lossless else fmt.DTYPE_CODES[code],
-                "encoding": b.enc.label, "encoding_id": b.spec.encoding_id, "bucket": b.spec.path, "slot": slot,
+                "encoding": b.enc.label, "encoding_id": b.spec.encoding_id, "bucket": b.spec.path,
+                **({"task": slot, "offset": int(self.catalog.levels[li][i][6])} if self._records else {"slot": slot}),
                 "stored_bytes": nbytes, "psnr": p, "ssim": s, "decision": fmt.DECISIONS[dec],
             })
         return {"name": self.catalog.names[i], "dtype": fmt.DTYPE_CODES[code], "shape": [c, h, w], "levels": levels}
@@ -137,12 +142,23 @@ class Store:
         if not 0 <= level < len(self.catalog.levels):
             raise ItemNotFoundError(f"The store has levels 0..{len(self.catalog.levels) - 1}; level {level} was asked for.")
         tab = self.catalog.levels[level]
-        ks = np.array([b.k for b in self._buckets] + [1], np.int64)
         bi = tab[:, 0]
         out = np.full(len(tab), -1, np.int64)
         ok = bi >= 0
+        if self._records:  # the shard holding the record's first byte
+            r = self.manifest["records"]
+            out[ok] = tab[ok, 1] * r["task_shards"] + tab[ok, 6] // r["shard_bytes"]
+            return out
+        ks = np.array([b.k for b in self._buckets] + [1], np.int64)
         out[ok] = bi[ok] * 2**40 + tab[ok, 1] // ks[bi[ok]]
         return out
+
+    def buffer_shards(self, max_bytes: int) -> None:
+        """Format 2.0: fetch whole shards (one request each) and keep up to ``max_bytes`` of
+        them, so reads in epoch order cost one request per shard (0 turns it off). A no-op on
+        1.x stores, whose reads fetch ranges of their shards."""
+        if isinstance(self._fetcher, RecordFetcher):
+            self._fetcher.buffer_shards(max_bytes)
 
     def pick_level(self, item: int | str, *, max_bytes: int | None = None, target_size: int | None = None,
                    region: Region | None = None) -> int:

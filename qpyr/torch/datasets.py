@@ -260,6 +260,10 @@ def _spawning() -> bool:
     return multiprocessing.context.get_spawning_popen() is not None
 
 
+#: Bytes of whole shards a streaming reader process keeps (format 2.0).
+DEFAULT_READAHEAD = 256 * 2**20
+
+
 class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-arg]
     """Iterable dataset: a shard-aware shuffled stream, split by rank and worker, resumable.
 
@@ -284,6 +288,10 @@ class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-ar
         rank, world_size: defaults from ``torch.distributed`` when initialized, else 0 and 1.
         drop_last: give every rank the same number of items (``floor(N / world_size)``,
             dropping the last few items of the epoch's order), as DDP needs.
+        readahead_bytes: format-2.0 stores: each reader process fetches every shard it needs
+            whole, with one request, and keeps up to this many bytes of shards (default
+            256 MiB: a shuffle block of 4 shards of 32 MiB, twice). An epoch then costs one
+            request per shard per level read in each rank's worker. 0 reads item ranges instead.
 
     Call :meth:`set_epoch` before each epoch (it reaches persistent workers too). For exact
     mid-epoch resumption save ``state_dict(samples_seen=k)`` (``k`` = samples this rank has
@@ -297,9 +305,13 @@ class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-ar
                  rank: int | None = None, world_size: int | None = None, drop_last: bool = False,
                  transform: Callable[[torch.Tensor], Any] | None = None,
                  storage_options: dict[str, Any] | None = None, device_decode: bool = False,
-                 dtype: torch.dtype = torch.float32, missing_level: str = "error"):
+                 dtype: torch.dtype = torch.float32, missing_level: str = "error",
+                 readahead_bytes: int = DEFAULT_READAHEAD):
         _Source.__init__(self, url, levels, target_size, transform, storage_options, device_decode, dtype,
                          missing_level)
+        if int(readahead_bytes) < 0:
+            raise InputError(f"Expected readahead_bytes >= 0. Got {readahead_bytes}.")
+        self.readahead_bytes = int(readahead_bytes)
         if block_shards < 1 or batch_size < 1:
             raise InputError(f"Expected block_shards >= 1 and batch_size >= 1. Got {block_shards}, {batch_size}.")
         self.shuffle, self.seed, self.block_shards, self.batch_size = shuffle, int(seed), int(block_shards), int(batch_size)
@@ -399,6 +411,7 @@ class StreamingPyramidDataset(_Source, IterableDataset):  # type: ignore[type-ar
             runs = np.arange(len(seq)) // self.batch_size
             seq = seq[runs % info.num_workers == info.id]
         self._yielded = 0
+        self.store.buffer_shards(self.readahead_bytes)  # whole shards, one request each (format 2.0)
         for s in range(0, len(seq), self.batch_size):  # each run of batch_size fetched as one batch
             for sample in self._samples(seq[s:s + self.batch_size].tolist()):
                 self._yielded += 1  # counted before the yield: the consumer holds it when it asks

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from qpyr._version import FORMAT_VERSION, FORMAT_VERSION_PLAN, __version__
+from qpyr._version import FORMAT_VERSION, FORMAT_VERSION_1, FORMAT_VERSION_PLAN, __version__
 from qpyr.errors import FormatError
 from qpyr.format import manifest as fmt
 from qpyr.format import plan as plan_mod
 from qpyr.format.catalog import CatalogWriter
-from qpyr.format.documents import bucket_docs, group_doc
+from qpyr.format.documents import bucket_docs, group_doc, records_doc
 from qpyr.format.layout import BucketSpec
 from qpyr.io.storage import ObjectStore
 from qpyr.write.journal import JOURNAL, receipt_key
@@ -35,20 +35,24 @@ _TMP = re.compile(r"\.tmp-[0-9a-f]{8}$")
 _RECEIPT_BATCH = 32
 
 
-def _receipt_block(r: dict[str, Any], bindex: dict[str, int], buckets: dict[str, dict[str, Any]]) -> tuple[Any, ...]:
+def _receipt_block(r: dict[str, Any], bindex: dict[str, int], buckets: dict[str, dict[str, Any]],
+                   columns: int) -> tuple[Any, ...]:
     """A receipt's items as a block of catalog rows: the arguments of :meth:`CatalogWriter.add`."""
     items = r["items"]
     m = len(items)
     nl = max((len(it["levels"]) for it in items), default=0)
     sources = np.zeros((m, 5), np.int64)
-    tabs = [np.full((m, len(fmt.LEVEL_COLUMNS)), -1, np.int64) for _ in range(nl)]
+    tabs = [np.full((m, columns), -1, np.int64) for _ in range(nl)]
     quals = [np.full((m, 2), np.nan, np.float64) for _ in range(nl)]
     eids: list[list[str]] = [[] for _ in range(nl)]
     for i, it in enumerate(items):
         sources[i] = [fmt.DTYPE_CODES.index(it["dtype"]), *it["shape"], len(it["levels"])]
         for li, lv in enumerate(it["levels"]):
-            tabs[li][i] = [bindex[lv["bucket"]], lv["slot"], lv["h"], lv["w"], lv["bytes"],
-                           fmt.DECISIONS.index(lv.get("decision", "planned"))]
+            dec = fmt.DECISIONS.index(lv.get("decision", "planned"))
+            if columns == len(fmt.LEVEL_COLUMNS):
+                tabs[li][i] = [bindex[lv["bucket"]], lv["slot"], lv["h"], lv["w"], lv["bytes"], dec]
+            else:  # format 2.0: bucket, task, h, w, bytes, decision, offset
+                tabs[li][i] = [bindex[lv["bucket"]], lv["task"], lv["h"], lv["w"], lv["bytes"], dec, lv["offset"]]
             psnr, ssim = lv["psnr"], lv["ssim"]
             # JSON has no infinity: a lossless level's PSNR (inf) is stored as null with SSIM 1
             quals[li][i] = [math.inf if psnr is None and ssim == 1.0 else (psnr if psnr is not None else math.nan),
@@ -70,20 +74,31 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
     (one entry per object, i.e. O(items / items-per-shard)).
     """
     pm = previous.manifest if previous is not None else None
+    v2 = options.layout >= 2
     gen = (pm["generation"] if pm else 0) + 1
     base = fmt.catalog_path(gen)
     buckets: dict[str, dict[str, Any]] = {}
     encodings: dict[str, Any] = {}
     slots: dict[str, int] = {}
+    record_bytes: dict[str, int] = {}  # format 2.0: Σ record bytes per bucket
+    shard_rows: dict[int, list[list[int]]] = {}  # format 2.0: [task, shard, used, object] per level
     if pm is not None:
         encodings.update(pm["encodings"])
         for b in pm["buckets"]:
             buckets[b["path"]] = {k: v for k, v in b.items() if k not in ("slots", "stored_bytes")}
             slots[b["path"]] = b["slots"]
+            record_bytes[b["path"]] = b.get("stored_bytes", 0)
+        for li, t in enumerate(previous.catalog.shards if v2 else []):
+            shard_rows[li] = t.tolist()
     # pass 1 over receipts: the bucket table (its sorted order is the catalog's bucket index)
     plan_stats: dict[str, Any] = plan_mod.merge(pm.get("plan") if pm else None, None)
-    for r in _iter_receipts(ostore, task_range, fields=("buckets", "encodings", "plan_stats")):
+    for r in _iter_receipts(ostore, task_range, fields=("buckets", "encodings", "plan_stats", "counts", "records")):
         plan_stats = plan_mod.merge(plan_stats, r["plan_stats"])
+        for path, (n, nbytes) in (r["counts"] or {}).items():
+            slots[path] = slots.get(path, 0) + n
+            record_bytes[path] = record_bytes.get(path, 0) + nbytes
+        for li, rec in (r["records"] or {}).items():
+            shard_rows.setdefault(int(li), []).extend([r["task"], *row] for row in rec["shards"])
         encodings.update(r["encodings"])
         for path, b in r["buckets"].items():
             old = buckets.get(path)
@@ -91,7 +106,8 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
                 raise FormatError(f"Cannot commit: bucket {path} of task {r['task']} disagrees with the store "
                                   f"({old} vs {b}).")
             buckets[path] = b
-            slots[path] = max(slots.get(path, 0), (r["task"] + 1) * BucketSpec.from_dict(b).task_slots)
+            if not v2:
+                slots[path] = max(slots.get(path, 0), (r["task"] + 1) * BucketSpec.from_dict(b).task_slots)
     bpaths = sorted(buckets)
     bindex = {p: i for i, p in enumerate(bpaths)}
 
@@ -101,7 +117,8 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
     else:
         ostore.delete(base)  # never read: the root that would name it is not written yet
     rows = fmt.CATALOG_CHUNK_ROWS
-    cw = CatalogWriter(ostore, base, rows)
+    columns = len(fmt.LEVEL_COLUMNS_2 if v2 else fmt.LEVEL_COLUMNS)
+    cw = CatalogWriter(ostore, base, rows, columns)
     if previous is not None and pm is not None and len(previous):
         remap = np.array([bindex[b["path"]] for b in pm["buckets"]], np.int64)
         peids = [b["encoding"] for b in pm["buckets"]]
@@ -117,8 +134,14 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
                 quals.append(np.asarray(q[sl]))
             cw.add(previous.catalog.names[sl], np.asarray(previous.catalog.sources[sl]), tabs, quals, eids)
     for r in _iter_receipts(ostore, task_range, fields=("items",)):
-        cw.add(*_receipt_block(r, bindex, buckets))
+        cw.add(*_receipt_block(r, bindex, buckets, columns))
     cw.close()
+    shard_tables: list[np.ndarray] = []
+    if v2:
+        for li in range(len(cw.levels)):
+            t = np.array(shard_rows.get(li, []), np.int64).reshape(-1, len(fmt.SHARD_COLUMNS))
+            shard_tables.append(t[np.lexsort((t[:, 1], t[:, 0]))] if len(t) else t)
+        cw.write_shards(shard_tables)
 
     # group and array documents
     written: set[str] = set()
@@ -132,8 +155,14 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
     group(base, {"qpyr": {"role": "catalog"}})
     group("levels")
     bucket_list = []
+    for li in range(len(shard_tables)):
+        group(f"levels/{li}")
+        ostore.write(f"levels/{li}/records/zarr.json", records_doc(task_range.stop, options.shard_bytes, fmt.TASK_SHARDS))
     for p in bpaths:
         b = buckets[p]
+        if v2:  # a record class: no objects of its own
+            bucket_list.append(dict(b, slots=slots.get(p, 0), stored_bytes=record_bytes.get(p, 0)))
+            continue
         spec = BucketSpec.from_dict(b)
         group(f"levels/{spec.level}")
         group(f"levels/{spec.level}/{spec.encoding_id}", {"qpyr": {"encoding": encodings[spec.encoding_id]}})
@@ -162,10 +191,11 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
                 bp = "/".join(parts[:4])
                 by_bucket[bp] = by_bucket.get(bp, 0) + v
     for bd in bucket_list:
-        bd["stored_bytes"] = by_bucket.get(bd["path"], 0)
+        if not v2:
+            bd["stored_bytes"] = by_bucket.get(bd["path"], 0)
     level_summary = cw.level_summary(by_level)
     manifest: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if v2 else FORMAT_VERSION_1,
         "writer": f"qpyr {__version__}",
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "generation": gen,
@@ -181,13 +211,16 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
         "catalog": {"chunk_rows": rows, "name_bytes": cw.name_bytes, "dtypes": fmt.DTYPE_CODES},
         "total_bytes": 0,
     }
+    if v2:
+        manifest["records"] = {"shard_bytes": options.shard_bytes, "task_shards": fmt.TASK_SHARDS,
+                               "shards": [len(t) for t in shard_tables]}
     plan = plan_mod.build_plan(options.make_policy(), plan_stats)
     if plan is not None:  # optional field (format 1.1): 1.0 readers ignore it
         manifest["plan"] = plan
         manifest["optional"] = ["plan"]
-        manifest["format_version"] = FORMAT_VERSION_PLAN
-    if any((e.get("codec") or {}).get("configuration", {}).get("entropy") == "jfif" for e in encodings.values()):
-        manifest["format_version"] = FORMAT_VERSION_PLAN  # qpyr.dct entropy "jfif" is a 1.1 addition
+    if not v2 and (plan is not None or any((e.get("codec") or {}).get("configuration", {}).get("entropy") == "jfif"
+                                           for e in encodings.values())):
+        manifest["format_version"] = FORMAT_VERSION_PLAN  # plan, qpyr.tiles and entropy "jfif" are 1.1 additions
     doc = b""
     for _ in range(3):  # the root document counts itself; iterate to a fixed point
         manifest["total_bytes"] = total + len(doc)
@@ -242,6 +275,9 @@ def rollback(ostore: ObjectStore, m: dict[str, Any] | None, keep: str | None = N
             if k.startswith(".qpyr/") and not (keep and k.startswith(keep + "/")):
                 ostore.delete(k)
         return
+    if fmt.major_version(m) >= 2:
+        _rollback_records(ostore, m, keep)
+        return
     rows: dict[str, int] = {}
     groups = {"levels/zarr.json", "catalog/zarr.json", "zarr.json"}
     for b in m["buckets"]:
@@ -273,3 +309,30 @@ def rollback(ostore: ObjectStore, m: dict[str, Any] | None, keep: str | None = N
                 cur = None
             if cur is None or cur.get("shape", [None])[0] != b["slots"]:
                 ostore.write(key, doc)
+
+
+def _rollback_records(ostore: ObjectStore, m: dict[str, Any], keep: str | None) -> None:
+    """:func:`rollback` of a format-2.0 store: shards of tasks ``>= m["tasks"]`` and levels
+    ``>= m["levels"]`` go, the record arrays' documents get ``m``'s task count back."""
+    cat = fmt.catalog_path(m["generation"]) + "/"
+    levels = {str(li) for li in range(m["levels"])}
+    for k in list(ostore.list_sizes()):
+        parts = k.split("/")
+        if k in ("zarr.json", "catalog/zarr.json", "levels/zarr.json") or (keep and k.startswith(keep + "/")):
+            continue
+        if parts[0] == ".qpyr" or _TMP.search(k):
+            ostore.delete(k)
+        elif parts[0] == "catalog":
+            if not (m["generation"] == 1 or k.startswith(cat)):
+                ostore.delete(k)
+        elif parts[0] == "levels":
+            if len(parts) < 3 or parts[1] not in levels:
+                ostore.delete(k)
+            elif k in (f"levels/{parts[1]}/zarr.json", f"levels/{parts[1]}/records/zarr.json"):
+                continue
+            elif not (len(parts) == 6 and parts[2:4] == ["records", "c"] and parts[4].isdigit()
+                      and int(parts[4]) < m["tasks"]):
+                ostore.delete(k)
+    r = m["records"]
+    for li in range(m["levels"]):
+        ostore.write(f"levels/{li}/records/zarr.json", records_doc(m["tasks"], r["shard_bytes"], r["task_shards"]))

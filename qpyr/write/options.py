@@ -39,6 +39,11 @@ class PackOptions:
     #: whatever ``policy`` says: what the default policy does (``qpyr.pack`` without
     #: ``policy=``, ``qpyr pack`` without ``--policy``), so it never drops bit depth silently
     deep_lossless: bool = False
+    #: format major the pack writes: 2 (records in shards filled to ``shard_bytes``, the
+    #: default) or 1 (padded slots in size-class buckets; appends to a 1.x store stay 1)
+    layout: int = 2
+    #: format 2.0: bytes of one shard of a level's record heap (16-64 MiB suits object stores)
+    shard_bytes: int = fmt.SHARD_BYTES
 
     def make_policy(self) -> Any:
         """The policy with the floors applied."""
@@ -59,6 +64,11 @@ class PackOptions:
             raise InputError(f"Expected slots_per_task in 1..{2**20}. Got {self.slots_per_task}.")
         if any(not 1 <= s <= 2**20 for _, s in self.bucket_slots):
             raise InputError(f"Expected bucket slots_per_task in 1..{2**20}. Got {self.bucket_slots}.")
+        if self.layout not in (1, 2):
+            raise InputError(f"Expected layout 1 or 2 (the format major to write). Got {self.layout!r}.")
+        lo, hi = fmt.SHARD_BYTES_RANGE
+        if not lo <= self.shard_bytes <= hi:
+            raise InputError(f"Expected shard_bytes in {lo}..{hi} (16-64 MiB suits object stores). Got {self.shard_bytes}.")
         if self.pixel_limit < 1:
             raise InputError(f"Expected a positive pixel limit. Got {self.pixel_limit}.")
         Filter(self.filter)

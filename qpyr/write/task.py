@@ -30,6 +30,7 @@ from qpyr.policies.encode import EncodedLevel, encode_level
 from qpyr.policies.threads import single_threaded
 from qpyr.write.journal import receipt_key
 from qpyr.write.options import PackOptions
+from qpyr.write.records import LevelHeap, record_of
 
 __all__ = ["pack_task"]
 
@@ -106,6 +107,9 @@ def _pack_task(url: str, storage_options: dict[str, Any] | None, task: int, refs
     base_policy = options.make_policy()
     fixed = dict(options.bucket_slots)
     accs: dict[str, _BucketAcc] = {}
+    heaps: dict[int, LevelHeap] = {}  # format 2.0: one record heap per level
+    counts: dict[str, tuple[int, int]] = {}  # format 2.0: (records, bytes) per bucket
+    rbuckets: dict[str, Any] = {}
     prev_levels: list[np.ndarray] | None = None
     plan_stats: dict[str, Any] = {}
     encodings: dict[str, Any] = {}
@@ -124,12 +128,15 @@ def _pack_task(url: str, storage_options: dict[str, Any] | None, task: int, refs
                                     quality=options.measure_quality)
                        for li, (lv, enc) in enumerate(zip(levels, policy.plan(levels, src_dt), strict=True))]
         rec: dict[str, Any] = {"name": ref.name, "dtype": src_dt.name, "shape": list(arr.shape), "levels": []}
-        for e in encoded:
+        for li, e in enumerate(encoded):
             spec, enc = e.spec, e.encoding
             if spec.channels * spec.height * spec.width > fmt.LIMITS["max_slot_samples"] or \
                     max(spec.height, spec.width) > fmt.LIMITS["max_side"]:
                 raise InputError(f"{ref.name!r}: a level of {spec.channels} x {spec.height} x {spec.width} samples "
                                  "exceeds what readers accept (format.LIMITS max_side / max_slot_samples).")
+            if options.layout >= 2:
+                rec["levels"].append(_place_record(heaps, ostore, task, li, e, options, encodings, rbuckets, counts))
+                continue
             acc = accs.get(spec.path)
             if acc is None:
                 if spec.path in fixed:  # an existing bucket of the store keeps its own geometry
@@ -163,7 +170,40 @@ def _pack_task(url: str, storage_options: dict[str, Any] | None, task: int, refs
         d = acc.spec.to_dict()
         d["params_shape"] = list(acc.pshape) if acc.pshape is not None else None
         buckets[path] = d
+    records: dict[str, Any] = {}
+    for li, h in sorted(heaps.items()):
+        records[str(li)] = h.close()
+        objects.update(h.objects)
+    buckets.update(rbuckets)
     receipt = {"task": task, "items": items, "buckets": buckets, "encodings": encodings, "objects": objects,
                "plan_stats": plan_stats}
+    if options.layout >= 2:
+        receipt["records"] = records
+        receipt["counts"] = counts
     ostore.write(receipt_key(task), json.dumps(receipt, allow_nan=False).encode())
     return receipt
+
+
+def _place_record(heaps: dict[int, LevelHeap], ostore: ObjectStore, task: int, li: int, e: EncodedLevel,
+                  options: PackOptions, encodings: dict[str, Any], buckets: dict[str, Any],
+                  counts: dict[str, tuple[int, int]]) -> dict[str, Any]:
+    """Format 2.0: append level ``li`` of an item to the task's record heap of that level, note
+    its bucket (the record class: encoding, dtype, channels, size class); its receipt entry."""
+    h = heaps.get(li)
+    if h is None:
+        h = heaps[li] = LevelHeap(ostore, li, task, options.shard_bytes, fmt.TASK_SHARDS)
+    spec, enc = e.spec, e.encoding
+    encodings[enc.id] = enc.to_dict()
+    if spec.path not in buckets:
+        d = dict(spec.to_dict(), slots_per_task=1)  # 2.0: no slots (the field stays, always 1)
+        pshape = enc.quantizer.param_shape(spec.channels, spec.height, spec.width)
+        d["params_shape"] = list(pshape) if pshape is not None else None
+        buckets[spec.path] = d
+    if e.params is not None and tuple(e.params.shape) != enc.quantizer.param_shape(spec.channels, e.height, e.width):
+        raise FormatError(f"internal: parameters of shape {e.params.shape} for a {e.height}x{e.width} level")
+    record = record_of(e)
+    off = h.add(record)
+    n, nbytes = counts.get(spec.path, (0, 0))
+    counts[spec.path] = (n + 1, nbytes + len(record))
+    return {"bucket": spec.path, "task": task, "offset": off, "h": e.height, "w": e.width, "bytes": len(record),
+            "psnr": fmt.json_float(e.psnr), "ssim": fmt.json_float(e.ssim), "decision": e.decision}

@@ -17,8 +17,9 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from qpyr._version import FORMAT_VERSION
+from qpyr._version import FORMAT_VERSION, FORMAT_VERSION_1
 from qpyr.errors import InputError, QpyrError, StorageError, StoreExistsError
+from qpyr.format import manifest as fmt
 from qpyr.io.storage import ObjectStore
 from qpyr.write.commit import commit, finish, rollback
 from qpyr.write.dask import run_on_client
@@ -90,7 +91,11 @@ def run_pack(
 
             open_store(ostore)  # raises the reason the store cannot be opened
         previous = root
-        if previous is not None:
+        if previous is not None and fmt.major_version(previous.manifest) >= 2:
+            # a 2.0 store keeps its shard size; records need no slot geometry
+            options = replace(options, layout=2, shard_bytes=int(previous.manifest["records"]["shard_bytes"]))
+        elif previous is not None:
+            options = replace(options, layout=1)  # a 1.x store is appended to in 1.x
             # The store's geometry wins over the call's slots_per_task: existing buckets keep
             # their own (it fixes their items per shard and task slot ranges, format.md §8.3),
             # and no task may hold more items than the slots it owns in any of them.
@@ -161,7 +166,7 @@ def run_pack(
         journal = {"fingerprint": listing.fingerprint, "mode": mode, "lists": listing.session,
                    "first_task": first_task, "tasks": listing.tasks, "items": listing.items,
                    "base_generation": base_gen, "slots_per_task": options.slots_per_task,
-                   "format_version": FORMAT_VERSION}
+                   "format_version": FORMAT_VERSION if options.layout >= 2 else FORMAT_VERSION_1}
         ostore.write(JOURNAL, json.dumps(journal).encode())
     task_ids = range(first_task, first_task + listing.tasks)
     todo = [t for t in task_ids if t not in done]

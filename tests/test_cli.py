@@ -200,9 +200,12 @@ def test_broken_stores_fail_clearly(tmp_path, capsys):
     _fails(["verify", str(bad)], capsys, "malformed JSON")
     _fails(["info", str(tmp_path / "missing.qpyr")], capsys, "not a qpyr store")
     # altered chunk bytes: verify names item, level and chunk; exit 1
-    shard = next(p for p in (url / "levels" / "1").rglob("*") if p.is_file() and "/data/c/" in p.as_posix())
+    shard = next(p for p in (url / "levels" / "1").rglob("*") if p.is_file() and "/records/c/" in p.as_posix())
     data = bytearray(shard.read_bytes())
-    data[3] ^= 0x55
+    from qpyr.format.heap import span
+
+    used = int(qpyr.open(str(url)).catalog.shards[1][0, 2])
+    data[span(used - 6, used - 5)[0]] ^= 0x55  # a byte of the level's (last) tile, before its crc
     shard.write_bytes(bytes(data))
     assert main(["verify", str(url)]) == 1
     out = capsys.readouterr().out

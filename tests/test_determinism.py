@@ -68,7 +68,7 @@ def test_default_policy_pack_is_byte_identical_in_one_process_and_on_dask(tmp_pa
         client.close()
         cluster.close()
     a, b = _objects(tmp_path / "one.qpyr"), _objects(tmp_path / "many.qpyr")
-    assert sorted(a) == sorted(b) and len(a) > 300
+    assert sorted(a) == sorted(b) and len(a) > 60  # 10 tasks: one shard per task and level, documents, catalog
     assert [k for k in a if k != "zarr.json" and a[k] != b[k]] == []
     ma, mb = (json.loads(x["zarr.json"])["attributes"]["qpyr"] for x in (a, b))
     ma.pop("created")

@@ -39,23 +39,29 @@ def _corpus(root: Path, n: int, lo: int, hi: int, seed: int) -> Path:
     return root
 
 
-def _full_pack_bytes(corpus: Path, policy: str, *, quality: bool = False) -> int:
-    """Total bytes (data + every metadata object) of actually packing the whole corpus.
+def _full_pack(corpus: Path, policy: str, *, quality: bool = False, layout: int = 2) -> tuple[int, int]:
+    """(total bytes — data + every metadata object —, objects) of actually packing the whole
+    corpus, in format ``layout`` (2: 2.0, the default; 1: 1.x).
 
     ``quality=False`` skips the quality measurement, which changes no data byte, only a few bytes
     of the catalog's quality table and the manifest's quality summary.
     """
     from qpyr.estimate.packing import drop_memory_store, memory_url
+    from qpyr.io.storage import ObjectStore
     from qpyr.policies.threads import single_threaded
     from qpyr.write import PackOptions, run_pack
 
     url = memory_url()
     try:
         with single_threaded():
-            manifest = run_pack([str(corpus)], url, PackOptions(policy=policy, measure_quality=quality))
-        return int(manifest["total_bytes"])
+            manifest = run_pack([str(corpus)], url, PackOptions(policy=policy, measure_quality=quality, layout=layout))
+        return int(manifest["total_bytes"]), len(ObjectStore(url).list_sizes())
     finally:
         drop_memory_store(url)
+
+
+def _full_pack_bytes(corpus: Path, policy: str, *, quality: bool = False) -> int:
+    return _full_pack(corpus, policy, quality=quality)[0]
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +86,8 @@ def big_result(big_corpus: Path) -> qpyr.estimate.EstimateResult:
 def test_five_percent_sample_within_five_percent_of_full_pack(big_corpus, big_result, policy) -> None:
     """Held-out corpus of 2,000 varied images; projection from a 5 % sample vs packing all of it.
 
-    Both sides are total stored bytes *including* metadata (shard indexes, array documents,
-    catalog, manifest): what a bucket bills.
+    Both sides are total stored bytes of a format-2.0 store *including* metadata (shard
+    framing, documents, catalog, manifest): what a bucket bills.
     """
     true = _full_pack_bytes(big_corpus, policy)
     p = big_result.policy(policy).projected_bytes
@@ -90,16 +96,22 @@ def test_five_percent_sample_within_five_percent_of_full_pack(big_corpus, big_re
     assert p.low <= true <= p.high, (p, true)
 
 
-def test_sample_covering_the_corpus_reproduces_the_store_exactly(small_corpus) -> None:
-    """With every image packed, the data part is exact, so this checks the layout model: shard
-    indexes, per-bucket documents, catalog and manifest of the projected store."""
-    r = estimate([str(small_corpus)], sample=40, policies=["mixed"], **FAST)
+@pytest.mark.parametrize("fmt", ["2.0", "1"])
+def test_sample_covering_the_corpus_reproduces_the_store_exactly(small_corpus, fmt) -> None:
+    """With every image packed, the data part is exact, so this checks the layout model: format
+    2.0's shards (the writer's fill replayed), their framing, the per-level documents, catalog
+    (shard tables included) and manifest; format 1.x's shard indexes and per-bucket documents."""
+    r = estimate([str(small_corpus)], sample=40, policies=["mixed"], format=fmt, **FAST)
+    assert r.store_format == ("2.0" if fmt == "2.0" else "1.x")
     for pol in ("lossless", "fp16", "mixed"):
-        true = _full_pack_bytes(small_corpus, pol, quality=True)
-        p = r.policy(pol).projected_bytes
-        assert p.low == p.high == p.mean
-        # mixed: quantization parameter chunks are modelled as raw parameters (compression ignored)
-        assert p.mean == pytest.approx(true, rel=1e-9 if pol != "mixed" else 5e-3)
+        true, objects = _full_pack(small_corpus, pol, quality=True, layout=int(fmt[0]))
+        p = r.policy(pol)
+        assert p.projected_bytes.low == p.projected_bytes.high == p.projected_bytes.mean
+        assert p.objects == objects
+        # 1.x mixed: quantization parameter chunks are modelled as raw parameters (compression
+        # ignored); 2.0 records hold the raw parameters, so the projection is exact
+        rel = 5e-3 if (pol, fmt) == ("mixed", "1") else 1e-9
+        assert p.projected_bytes.mean == pytest.approx(true, rel=rel)
 
 
 def test_overhead_and_per_level_bytes_add_up(big_result) -> None:
@@ -153,7 +165,8 @@ def test_count_extrapolates_and_file_lists(small_corpus, tmp_path) -> None:
     for pol in ("lossless", "mixed"):
         s, b = small.policy(pol), big.policy(pol)
         assert b.data_bytes / big.readable_items == pytest.approx(s.data_bytes / small.readable_items, rel=1e-9)
-        # 40 images fill ~40 sparse buckets; a million share them: far less overhead per image
+        # 40 images leave 3 nearly empty shards (each ~1 KB of zstd framing for its unused tail)
+        # and a catalog of a few chunks; a million fill full tasks: far less overhead per image
         assert b.overhead_bytes / big.readable_items < s.overhead_bytes / small.readable_items / 2
         assert b.projected_bytes.high - b.projected_bytes.low > 1000 * (s.projected_bytes.high - s.projected_bytes.low)
         assert b.objects > 1000
@@ -185,6 +198,24 @@ def test_dollars_follow_usage_and_ia_minimums(small_corpus) -> None:
         assert c.egress_per_month == pytest.approx(billable_gb * 0.09)
     assert r.policy("fp32").costs[0].egress_per_month > 0
     assert std.total_over_months.low <= std.total_over_months.mean <= std.total_over_months.high
+    # a qpyr store read in epoch order costs a GET per shard per level (whole shards); read at
+    # random, a ranged GET per image-level; both open the store (root and catalog) once
+    mixed = r.policy("mixed")
+    items = sum(lv.items for lv in mixed.levels)
+    tasks = -(-r.readable_items // 256)
+    assert set(mixed.reads) == {"streaming", "random"}
+    (sq, sb), (rq, rb) = mixed.reads["streaming"], mixed.reads["random"]
+    assert tasks <= sq - 3 < 10 * tasks < rq / 100 and items <= rq <= items * 1.0001
+    assert sb == pytest.approx(rb, rel=0.01)  # the same bytes, plus the shards' framing
+    for c in mixed.costs:
+        st, rd = c.access["streaming"], c.access["random"]
+        assert (c.read_requests_per_month, c.total_over_months) == (st.read_requests_per_month, st.total_over_months)
+        assert (st.read_requests_per_month, rd.read_requests_per_month) == pytest.approx((3 * sq, 3 * rq))
+        assert rd.reads_per_month > 100 * st.reads_per_month > 0
+        assert rd.total_over_months.mean - st.total_over_months.mean == pytest.approx(
+            6 * (rd.reads_per_month - st.reads_per_month) + 6 * (rd.egress_per_month - st.egress_per_month))
+    for c in jpeg.costs:  # one GET per file, whatever the order
+        assert c.access["streaming"] == c.access["random"]
     coarse = estimate([str(small_corpus)], sample=10, seed=0, count=5_000_000, months=6, reads_per_month=3,
                       read_levels=[1], providers=["aws-s3:standard"])
     q_all = r.policy("mixed").costs[0]
@@ -202,6 +233,12 @@ def test_estimate_of_an_existing_store_is_its_actual_bytes(small_corpus, tmp_pat
     assert p.projected_bytes.mean == p.projected_bytes.low == p.projected_bytes.high == store.total_bytes == on_disk
     assert r.mode == "store" and r.items == len(store) and p.objects == sum(1 for f in Path(url).rglob("*") if f.is_file())
     assert [lv.projected_bytes for lv in p.levels] == [ls["stored_bytes"] for ls in store.manifest["level_summary"]]
+    assert (r.store_format, r.shard_bytes) == ("2.0", 32 * 2**20)
+    files = {str(f.relative_to(url)) for f in Path(url).rglob("*") if f.is_file()}
+    shards = [f for f in files if "/records/c/" in f]
+    opening = 3 + sum(1 for f in files if f.startswith("catalog/") and not f.endswith("zarr.json"))
+    assert p.reads["streaming"][0] == len(shards) + opening
+    assert p.reads["random"][0] == sum(lv.items for lv in p.levels) + opening
     jsonschema.Draft202012Validator(SCHEMA).validate(r.to_dict())
     assert main(["estimate", url, "--json", "-q"]) == 0
     assert json.loads(capsys.readouterr().out)["policies"][0]["projected_bytes"]["mean"] == on_disk
@@ -215,6 +252,8 @@ def test_cli_store_rejects_sample_only_options(small_corpus, tmp_path, capsys) -
     qpyr.pack([str(small_corpus)], url)
     assert main(["estimate", url, "--policy", "mixed"]) == 1
     assert "apply to image sources" in capsys.readouterr().err
+    assert main(["estimate", url, "--shard-mib", "16"]) == 1
+    assert "--shard-mib apply to image sources" in capsys.readouterr().err
     with pytest.raises(EstimateInputError, match="is a qpyr store"):
         estimate([url])
 
@@ -283,9 +322,12 @@ def test_cli_json_matches_schema_and_plot_is_png(small_corpus, tmp_path, capsys)
     jsonschema.Draft202012Validator(SCHEMA).validate(doc)
     pols = {p["policy"]: p for p in doc["policies"]}
     assert set(pols) == {"fp32", "fp16", "lossless", "mixed", "int8", "jpeg-q90"}
+    assert doc["qpyr_estimate"] == "1.1" and doc["store"] == {"format": "2.0", "shard_bytes": 32 * 2**20}
     for p in pols.values():
         pb = p["projected_bytes"]
         assert pb["low"] <= pb["mean"] <= pb["high"]
+        assert set(p["reads"]) == {"streaming", "random"}
+        assert all(set(c["access"]) == {"streaming", "random"} for c in p["costs"])
         assert {c["storage_class"] for c in p["costs"]} == {
             "aws-s3:standard", "aws-s3:standard-ia", "aws-s3:glacier-ir", "aws-s3:deep-archive"}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -299,6 +341,9 @@ def test_schema_rejects_incomplete_documents(small_corpus) -> None:
                    lambda d: d["policies"][0]["costs"][0].pop("storage_per_month"),
                    lambda d: d["policies"][0].update(surprise=1),
                    lambda d: d["corpus"].update(items=-1),
+                   lambda d: d["policies"][0]["costs"][0]["access"].pop("random"),
+                   lambda d: d["policies"][0]["reads"]["streaming"].pop("requests"),
+                   lambda d: d["store"].update(shard_bytes="32 MiB"),
                    lambda d: d.update(qpyr_estimate="9.0")):
         bad = json.loads(json.dumps(doc))
         breaks(bad)
@@ -319,11 +364,15 @@ def test_plot_without_matplotlib_gives_the_install_hint(small_corpus, tmp_path, 
 def test_cli_table_and_installed_entry_point(small_corpus) -> None:
     exe = shutil.which("qpyr", path=os.path.dirname(sys.executable)) or shutil.which("qpyr")
     assert exe, "the qpyr console script is not installed"
-    out = subprocess.run([exe, "estimate", str(small_corpus), "--sample", "6", "--provider", "gcs:standard", "-q"],
-                         capture_output=True, text=True, timeout=240)
+    out = subprocess.run([exe, "estimate", str(small_corpus), "--sample", "6", "--provider", "gcs:standard", "-q",
+                          "--reads-per-month", "4"], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr
-    for word in ("fp32 pyramid", "fp16 pyramid", "JPEG q90", "mixed", "gcs:standard", "vs fp32", "vs JPEG", "SSIM"):
+    for word in ("fp32 pyramid", "fp16 pyramid", "JPEG q90", "mixed", "gcs:standard", "vs fp32", "vs JPEG", "SSIM",
+                 "streaming | random reads", "PUTs", "format 2.0, 32 MiB shards"):
         assert word in out.stdout
+    # every class's cell shows both access patterns' totals
+    mixed_row = next(line for line in out.stdout.splitlines() if line.startswith("mixed ") and "/mo [" in line)
+    assert mixed_row.count(" | ") == 1
 
 
 def test_qpyr_estimate_is_lazy_and_reachable_from_import_qpyr() -> None:
@@ -410,6 +459,7 @@ def test_malformed_price_file_names_the_field(small_corpus, tmp_path, capsys) ->
     (["--seed", "-1"], "--seed"), (["--months", "0"], "--months"), (["--months", "abc"], "--months"),
     (["--reads-per-month", "-2"], "--reads-per-month"), (["--egress-fraction", "1.5"], "--egress-fraction"),
     (["--egress-fraction", "nan"], "--egress-fraction"), (["--read-level", "-1"], "--read-level"),
+    (["--format", "3"], "--format"), (["--shard-mib", "0"], "--shard-mib"),
 ])
 def test_cli_rejects_negative_and_non_numeric_options(small_corpus, capsys, argv, word) -> None:
     assert main(["estimate", str(small_corpus), *argv]) == 2
@@ -422,6 +472,7 @@ def test_cli_rejects_negative_and_non_numeric_options(small_corpus, capsys, argv
     ({"months": -1}, "months"), ({"months": float("inf")}, "months"), ({"reads_per_month": -1}, "reads_per_month"),
     ({"egress_fraction": 2}, "egress_fraction"), ({"egress_fraction": "0.5"}, "egress_fraction"),
     ({"read_levels": [-1]}, "read_levels"), ({"header_sample": 0}, "header_sample"),
+    ({"format": "3.0"}, "format"), ({"shard_bytes": 1000}, "shard_bytes"), ({"shard_bytes": 2**31}, "shard_bytes"),
 ])
 def test_api_rejects_bad_numbers(small_corpus, kw, name) -> None:
     with pytest.raises(EstimateInputError, match=f"^{name}:") as e:

@@ -41,6 +41,9 @@ ITEMS = {
     "tiled": RNG.integers(0, 256, (40, 600, 3), dtype=np.uint8),
 }
 POLICIES = ["mixed:fp16_min=32,int8_min=16", "dct", "lossless"]
+#: Format majors of the masters: the shard-index tests need 1.x; records (2.0, the default) have
+#: their own fuzz test; manifest and catalog fuzzing draw from both.
+FORMATS = ["1", "2.0"]
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +55,12 @@ def masters(tmp_path_factory) -> dict[str, Path]:
     out = {}
     try:
         for pol in POLICIES:
-            url = tmp_path_factory.mktemp("hostile") / "s.qpyr"
-            items = ITEMS if pol != "dct" else {k: v for k, v in ITEMS.items() if v.dtype == np.uint8}
-            qpyr.pack(items, str(url), policy=pol, slots_per_task=2, levels=3)
-            out[pol] = url
+            for f in FORMATS:
+                url = tmp_path_factory.mktemp("hostile") / "s.qpyr"
+                items = ITEMS if pol != "dct" else {k: v for k, v in ITEMS.items() if v.dtype == np.uint8}
+                # 2.0: shards of 64 KiB, so the tiled item's level-0 record spans shards
+                qpyr.pack(items, str(url), policy=pol, slots_per_task=2, levels=3, format=f, shard_bytes=2**16)
+                out[(pol, f)] = url
     finally:
         torch.set_num_threads(threads)
     return out
@@ -63,9 +68,9 @@ def masters(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def work(masters, tmp_path):
-    def get(pol: str = POLICIES[0]) -> Path:
+    def get(pol: str = POLICIES[0], f: str = "1") -> Path:
         dst = tmp_path / f"w-{len(list(tmp_path.iterdir()))}"
-        shutil.copytree(masters[pol], dst)
+        shutil.copytree(masters[(pol, f)], dst)
         return dst
 
     return get
@@ -120,7 +125,7 @@ HOSTILE = st.one_of(
 @FUZZ
 @given(data=st.data())
 def test_fuzzed_manifest_fields(work, data):
-    url = work(data.draw(st.sampled_from(POLICIES)))
+    url = work(data.draw(st.sampled_from(POLICIES)), data.draw(st.sampled_from(FORMATS)))
     doc = _root(url)
     m = doc["attributes"]["qpyr"]
     for _ in range(data.draw(st.integers(1, 3))):
@@ -198,12 +203,13 @@ def _catalog_arrays(url: Path) -> list[Path]:
 @given(data=st.data())
 def test_fuzzed_catalog_tables_with_valid_checksums(work, data):
     """Decompressible, checksummed catalog chunks holding hostile numbers."""
-    url = work(data.draw(st.sampled_from(POLICIES)))
+    url = work(data.draw(st.sampled_from(POLICIES)), data.draw(st.sampled_from(FORMATS)))
     m = _root(url)["attributes"]["qpyr"]
     arr = data.draw(st.sampled_from(_catalog_arrays(url)))
     name = arr.name
     rows = m["catalog"]["chunk_rows"] if name != "names" else 2**20
-    tail = {"names": (), "name_offsets": (), "sources": (5,)}.get(name, (2,) if name.startswith("quality") else (6,))
+    tail = {"names": (), "name_offsets": (), "sources": (5,)}.get(
+        name, (2,) if name.startswith("quality") else (4,) if name.startswith("shards") else (len(fmt.level_columns(m)),))
     dt = {"names": np.uint8, "name_offsets": np.uint64}.get(name, np.float32 if name.startswith("quality") else np.int64)
     chunk = next(p for p in arr.rglob("*") if p.is_file() and p.name != "zarr.json")
     a = fmt.decode_plain_chunk(chunk.read_bytes(), (rows, *tail), np.dtype(dt), "x").copy()
@@ -258,6 +264,51 @@ def test_fuzzed_chunk_bytes_and_shard_indexes(work, data):
         j = int(present[data.draw(st.integers(0, len(present) - 1))])
         idx[j] = (data.draw(st.integers(0, 2**64 - 2)), data.draw(st.integers(0, 2**64 - 1)))
         shard.write_bytes(bytes(raw[:-index_nbytes(n)]) + add_crc(idx.astype("<u8").tobytes()))
+    else:
+        shard.write_bytes(bytes(raw[: data.draw(st.integers(0, len(raw)))]))
+    _exercise(url)
+
+
+def _record_shards(url: Path) -> list[Path]:
+    return sorted(p for p in url.rglob("*") if p.is_file() and "/records/c/" in p.as_posix())
+
+
+@FUZZ
+@given(data=st.data())
+def test_fuzzed_record_shards(work, data):
+    """Format 2.0 shard objects: flipped bytes, a record's tile replaced by garbage with a *valid*
+    crc32c (the decoders see hostile payloads; at a record's start, a lying tile table or
+    parameters under a valid header crc), broken frame headers and truncated objects."""
+    from qpyr.format import heap
+    from qpyr.format.shard import crc32c
+
+    url = work(data.draw(st.sampled_from(POLICIES)), "2.0")
+    shard = data.draw(st.sampled_from(_record_shards(url)))
+    m = _root(url)["attributes"]["qpyr"]
+    S = m["records"]["shard_bytes"]
+    raw = bytearray(shard.read_bytes())
+    s = qpyr.open(str(url))
+    li, task, j = int(shard.parts[-5]), int(shard.parts[-2]), int(shard.parts[-1])
+    row = s.catalog.shards[li][(s.catalog.shards[li][:, 0] == task) & (s.catalog.shards[li][:, 1] == j)][0]
+    used = int(row[2])
+    kind = data.draw(st.sampled_from(["flip", "garbage", "garbage", "record", "frame", "truncate"]))
+    if kind == "flip":
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] ^= 1 << data.draw(st.integers(0, 7))
+        shard.write_bytes(bytes(raw))
+    elif kind in ("garbage", "record"):
+        body = bytearray(heap.parse_frame(bytes(raw), S, used, "x"))
+        tab = s.catalog.levels[li]
+        starts = [int(o) - j * S for t, o in tab[tab[:, 0] >= 0][:, [1, 6]].tolist() if t == task and 0 <= o - j * S < used]
+        a = data.draw(st.sampled_from(starts)) if kind == "record" and starts else data.draw(st.integers(0, max(0, used - 8)))
+        n = data.draw(st.integers(4, 64))
+        junk = data.draw(st.binary(min_size=n, max_size=n))
+        body[a:a + n] = (junk[:-4] + crc32c(junk[:-4]).to_bytes(4, "little"))[:used - a]
+        shard.write_bytes(heap.encode_frame(bytes(body[:used]), S))
+    elif kind == "frame":
+        i = data.draw(st.integers(0, heap.HEADER + 2))
+        raw[i] = data.draw(st.integers(0, 255))
+        shard.write_bytes(bytes(raw))
     else:
         shard.write_bytes(bytes(raw[: data.draw(st.integers(0, len(raw)))]))
     _exercise(url)

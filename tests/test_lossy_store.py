@@ -55,7 +55,7 @@ def test_quality_floor_recorded_in_manifest(tmp_path, small_photos):
 @pytest.mark.parametrize("policy", ["dct:quality=75,chroma=444", "dct:quality=75,entropy=jfif", "lossless"])
 def test_stock_zarr_decodes_qpyr_codecs_through_entry_points(tmp_path, small_photos, policy):
     a = small_photos["chelsea"]
-    store = qpyr.pack({"c": a}, str(tmp_path / "s.qpyr"), policy=policy, levels=1)
+    store = qpyr.pack({"c": a}, str(tmp_path / "s.qpyr"), policy=policy, levels=1, format="1")  # bucket arrays
     lv = store.item_info("c")["levels"][0]
     expect = store.read("c", [0])[0]
     np.save(tmp_path / "expect.npy", (expect.numpy() * 255).round().astype(np.uint8))
@@ -72,7 +72,7 @@ print('ok')
 
 def test_stock_zarr_decodes_qpyr_tiles_through_entry_points(tmp_path, small_photos):
     a = small_photos["chelsea"]
-    store = qpyr.pack({"c": a}, str(tmp_path / "s.qpyr"), policy="saliency", levels=2)
+    store = qpyr.pack({"c": a}, str(tmp_path / "s.qpyr"), policy="saliency", levels=2, format="1")
     lv = next(v for v in store.item_info("c")["levels"] if v["encoding"].startswith("tiles"))
     c, h, w = lv["shape"]
     expect = store.read("c", [lv["level"]])[lv["level"]]
@@ -131,7 +131,9 @@ def test_jfif_store_meets_its_floor_and_reads_the_same_on_every_path(tmp_path, s
     items["rgba"] = rgba  # 4 channels: JPEG cannot code them, the policy gives them ctx
     url = str(tmp_path / "s.qpyr")
     store = qpyr.pack(items, url, policy="quality:ssim=0.95,entropy=jfif,chroma=420", levels=2)
-    assert store.manifest["format_version"] == "1.1"
+    assert store.manifest["format_version"] == "2.0"  # a 1.x pack of it says 1.1 (entropy "jfif")
+    assert qpyr.pack(items, url + "-1", policy="quality:ssim=0.95,entropy=jfif,chroma=420", levels=1,
+                     format="1").manifest["format_version"] == "1.1"
     confs = [e["codec"].get("configuration", {}) for e in store.manifest["encodings"].values()
              if e["codec"]["name"] == "qpyr.dct"]
     assert {c.get("entropy") for c in confs} == {"jfif", None}

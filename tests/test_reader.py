@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -59,20 +60,16 @@ def test_reading_a_level_fetches_at_most_its_stored_bytes(corpus_store):
         assert io["bytes_read"] <= 1.1 * summary[level]["stored_bytes"], (level, io, summary[level])
         # one range per item, plus one index per shard (cached afterwards)
         assert io["requests"] <= len(st) + 8
-    # one item: its chunk bytes, plus the shard index once
+    # one item (format 2.0): exactly its record's bytes, in one request (the catalog holds the
+    # offsets: no shard index to fetch)
     st = qpyr.open(corpus_store)
     lv = st.item_info("coffee-3")["levels"][1]
-    b = st._buckets[int(st.catalog.levels[1][st.item_index("coffee-3"), 0])]
     st.reset_io_stats()
     st.read("coffee-3", 1)
-    assert st.io_stats() == {"bytes_read": pytest.approx(lv["stored_bytes"] - 16 + b.index_nbytes, abs=0),
-                             "requests": 2}
+    assert st.io_stats() == {"bytes_read": lv["stored_bytes"], "requests": 1}
     st.reset_io_stats()
     st.read("coffee-3", [1, 2])
-    assert st.io_stats()["requests"] == 3  # two chunk ranges + level 2's index (level 1's is cached)
-    st.reset_io_stats()
-    st.read("coffee-3", [1, 2])
-    assert st.io_stats()["requests"] == 2  # one chunk range per level, no metadata
+    assert st.io_stats()["requests"] == 2  # one range per level, no metadata
 
 
 @pytest.mark.parametrize("policy", ["int8:granularity=block,block=8", "int4", "dct:quality=80", "lossless"])
@@ -177,7 +174,17 @@ def test_level_shapes_and_shard_ids_come_from_the_catalog(corpus_store):
     for i in (0, 7, 39):
         assert tuple(hw[i]) == tuple(st.item_info(i)["levels"][1]["shape"][1:])
     ids = st.shard_ids(0)
-    assert (ids >= 0).all() and len(np.unique(ids)) >= 2  # two size classes → two buckets
+    assert (ids >= 0).all() and len(np.unique(ids)) == 1  # one task, one (partial) shard of 32 MiB
+    small = str(Path(corpus_store).parent / "small-shards.qpyr")
+    st2 = qpyr.pack({n: st.read(n, 0)[0].mul(255).round().byte().permute(1, 2, 0).numpy() for n in st.names},
+                    small, policy="lossless:codec=zstd", levels=1, shard_bytes=2**16, slots_per_task=16)
+    ids2 = st2.shard_ids(0)
+    assert len(np.unique(ids2)) == st2.manifest["records"]["shards"][0] > 3
+    # items with one id are exactly the records of that shard, in offset order
+    tab = st2.catalog.levels[0]
+    for sid in np.unique(ids2):
+        rows = tab[ids2 == sid]
+        assert len(set(rows[:, 1].tolist())) == 1 and (rows[:, 6] // 2**16 == sid % 2**16).all()
 
 
 # ------------------------------------------------------------------------------ stored values
@@ -297,9 +304,9 @@ def test_truncated_shard_and_missing_shard_are_format_errors(tmp_path, small_pho
     qpyr.pack({"coffee": small_photos["coffee"]}, url, policy="lossless:codec=zstd", levels=2)
     st = qpyr.open(url)
     shard = next(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(url, "levels", "1")) for f in fs
-                 if "/data/c/" in os.path.join(d, f).replace(os.sep, "/"))
+                 if "/records/c/" in os.path.join(d, f).replace(os.sep, "/"))
     data = open(shard, "rb").read()
-    open(shard, "wb").write(data[-500:])  # the index survives, the chunks do not
+    open(shard, "wb").write(data[:500])  # the record's first bytes survive, the rest does not
     with pytest.raises(FormatError, match="item 'coffee' level 1"):
         qpyr.open(url).read("coffee", 1)
     os.remove(shard)
@@ -408,7 +415,7 @@ def test_file_and_memory_urls(tmp_path, small_photos):
     mem = qpyr.pack({"c": a}, "memory://qpyr-reader-test/s.qpyr", policy="int8", levels=2, overwrite=True)
     mem.reset_io_stats()
     got = mem.read("c", 1, region=(10, 10, 50, 60))[1]
-    assert got.shape == (3, 20, 25) and mem.io_stats()["requests"] == 3  # index + params + chunk
+    assert got.shape == (3, 20, 25) and mem.io_stats()["requests"] == 1  # the record (parameters, one tile)
 
 
 def test_batches_touching_more_shards_than_the_caches_hold(tmp_path, small_photos, monkeypatch):

@@ -5,9 +5,9 @@ and on-disk facts read straight from the bytes.
   is accepted by qpyr's reader; every ``spec/examples/invalid/*.json`` is listed in
   ``spec/examples/invalid/README.md`` and fails the way that table says;
 - manifests and ``qpyr info --json`` output of freshly packed stores validate;
-- every golden store in ``spec/vectors/stores`` opens and decodes to its committed arrays, and an
-  independent decoder written from ``spec/format.md`` (stock zarr-python + numpy) gets the same
-  bits;
+- every golden store in ``spec/vectors/stores`` (1.x) and ``spec/vectors/stores-2.0`` opens and
+  decodes to its committed arrays, and independent decoders written from ``spec/format.md``
+  (stock zarr-python + numpy) get the same bits;
 - int4 nibble order, bfloat16 bits, crc32c, shard index and Zarr documents checked byte by byte.
 """
 
@@ -40,6 +40,8 @@ VALID = SPEC / "examples" / "valid"
 INVALID = SPEC / "examples" / "invalid"
 GOLDEN = SPEC / "vectors" / "stores"
 GOLDEN_NAMES = sorted(p.name for p in GOLDEN.iterdir() if (p / "vector.json").exists()) if GOLDEN.exists() else []
+GOLDEN_2 = SPEC / "vectors" / "stores-2.0"
+GOLDEN_2_NAMES = sorted(p.name for p in GOLDEN_2.iterdir() if (p / "vector.json").exists()) if GOLDEN_2.exists() else []
 ITEMS = ("rgb8", "gray16", "float32")
 
 
@@ -163,6 +165,10 @@ def test_schemas_agree_with_the_code() -> None:
     assert set(m["$defs"]["stored_dtype"]["enum"]) == fmt.STORED_DTYPES
     assert m["$defs"]["level_summary"]["properties"]["decisions"]["propertyNames"]["enum"] == fmt.DECISIONS
     assert fmt.LEVEL_COLUMNS == ["bucket", "slot", "height", "width", "stored_bytes", "decision"]
+    assert fmt.LEVEL_COLUMNS_2 == ["bucket", "task", "height", "width", "stored_bytes", "decision", "offset"]
+    assert fmt.SHARD_COLUMNS == ["task", "shard", "used_bytes", "object_bytes"]
+    rec = m["$defs"]["records"]["properties"]
+    assert (rec["shard_bytes"]["minimum"], rec["shard_bytes"]["maximum"]) == fmt.SHARD_BYTES_RANGE
     props = m["properties"]
     assert props["items"]["maximum"] == fmt.LIMITS["max_items"]
     assert props["levels"]["maximum"] == fmt.LIMITS["max_levels"]
@@ -243,7 +249,7 @@ def test_invalid_example(name: str, row: dict[str, str]) -> None:
 
 def test_unknown_major_is_refused_and_newer_minor_accepted(tmp_path: Path) -> None:
     src = GOLDEN / "int4" / "store.qpyr"
-    for version, extra, ok in (("2.0", {}, False), ("1.7", {"thumbnails": [1, 2], "optional": ["thumbnails"]}, True)):
+    for version, extra, ok in (("3.0", {}, False), ("1.7", {"thumbnails": [1, 2], "optional": ["thumbnails"]}, True)):
         dst = tmp_path / version
         shutil.copytree(src, dst)
         doc = _load(dst / "zarr.json")
@@ -252,7 +258,7 @@ def test_unknown_major_is_refused_and_newer_minor_accepted(tmp_path: Path) -> No
         if ok:
             assert len(qpyr.open(str(dst))) == 3
         else:
-            with pytest.raises(UnsupportedVersionError, match="2.0"):
+            with pytest.raises(UnsupportedVersionError, match="3.0"):
                 qpyr.open(str(dst))
 
 
@@ -269,8 +275,8 @@ def test_incomplete_store_is_not_opened(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- fresh stores
-@pytest.fixture(scope="module")
-def fresh_store(tmp_path_factory: pytest.TempPathFactory) -> Any:
+@pytest.fixture(scope="module", params=["1", "2.0"])
+def fresh_store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
     rng = np.random.default_rng(5)
     inputs = {
         "photo": rng.integers(0, 256, (40, 70, 3), dtype=np.uint8),
@@ -279,19 +285,24 @@ def fresh_store(tmp_path_factory: pytest.TempPathFactory) -> Any:
     }
     path = tmp_path_factory.mktemp("fresh") / "s.qpyr"
     return qpyr.pack(inputs, str(path), policy="int4:granularity=block,block=8,scheme=symmetric", levels=3,
-                     slots_per_task=2)
+                     slots_per_task=2, format=request.param, shard_bytes=2**16)
 
 
 def test_fresh_manifest_validates(fresh_store: Any) -> None:
     m = fresh_store.manifest
     assert _schema_errors("manifest", m) == []
     required = set(_load(SCHEMAS / "manifest.schema.json")["required"])
-    assert set(m) == required, "the schema's required fields are exactly what commit() writes"
+    v2 = m["format_version"].startswith("2.")
+    assert set(m) == required | ({"records"} if v2 else set()), "the schema's required fields are what commit() writes"
     assert not os.path.exists(os.path.join(fresh_store.url, ".qpyr")), "the journal is removed at commit"
     sizes = {str(p.relative_to(fresh_store.url)): p.stat().st_size for p in Path(fresh_store.url).rglob("*") if p.is_file()}
     assert sum(sizes.values()) == m["total_bytes"]
-    for b in m["buckets"]:
-        assert b["stored_bytes"] == sum(v for k, v in sizes.items() if k.startswith(b["path"] + "/"))
+    for bi, b in enumerate(m["buckets"]):
+        if v2:  # a record class: the bytes of its records
+            lv = fresh_store.catalog.levels[b["level"]]
+            assert b["stored_bytes"] == int(lv[lv[:, 0] == bi, 4].sum())
+        else:
+            assert b["stored_bytes"] == sum(v for k, v in sizes.items() if k.startswith(b["path"] + "/"))
     assert [b["path"] for b in m["buckets"]] == sorted(b["path"] for b in m["buckets"])
 
 
@@ -312,6 +323,9 @@ def test_zarr_documents_follow_the_spec(fresh_store: Any) -> None:
 
     root = Path(fresh_store.url)
     m = fresh_store.manifest
+    if m["format_version"].startswith("2."):
+        _records_documents_follow_the_spec(fresh_store)
+        return
     for b in m["buckets"]:
         spec = BucketSpec.from_dict(b)
         doc = _load(root / b["path"] / "data" / "zarr.json")
@@ -336,6 +350,35 @@ def test_zarr_documents_follow_the_spec(fresh_store: Any) -> None:
         assert q["shape"] == [b["slots"], *b["params_shape"]] and q["data_type"] == "float32"
         assert q["chunk_grid"]["configuration"]["chunk_shape"] == [spec.items_per_shard, *b["params_shape"]]
         assert q["dimension_names"] == ["slot", "param", "channel", "by", "bx"]
+
+
+def _records_documents_follow_the_spec(store: Any) -> None:
+    """Format 2.0 (format.md §4.2, §8): one group and one record array per level, no bucket
+    objects, and every shard object a zstd frame of stored blocks of exactly ``shard_bytes``."""
+    root = Path(store.url)
+    m = store.manifest
+    S, M = m["records"]["shard_bytes"], m["records"]["task_shards"]
+    keys = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert not [k for k in keys if k.startswith("levels/") and "/records/" not in k and k.count("/") > 2]
+    for li in range(m["levels"]):
+        doc = _load(root / f"levels/{li}/records/zarr.json")
+        assert doc == {"zarr_format": 3, "node_type": "array", "shape": [m["tasks"], M * S], "data_type": "uint8",
+                       "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, S]}},
+                       "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+                       "fill_value": 0, "codecs": [{"name": "bytes"}, {"name": "zstd", "configuration": {"level": 0, "checksum": False}}],
+                       "attributes": {"qpyr": {"role": "records"}}, "dimension_names": ["task", "byte"]}
+        shards = store.catalog.shards[li]
+        assert len(shards) == m["records"]["shards"][li]
+        assert [k for k in keys if k.startswith(f"levels/{li}/records/c/")] == sorted(
+            f"levels/{li}/records/c/{t}/{j}" for t, j, _, _ in shards.tolist())
+        for t, j, used, nbytes in shards.tolist():
+            obj = (root / f"levels/{li}/records/c/{t}/{j}").read_bytes()
+            assert len(obj) == nbytes
+            params = zstandard.get_frame_parameters(obj)
+            assert params.content_size == S and not params.has_checksum
+            full = zstandard.ZstdDecompressor().decompress(obj)
+            assert len(full) == S and not any(full[used:])  # records, then zeros
+    assert _load(root / "levels/zarr.json") == {"zarr_format": 3, "node_type": "group"}
 
 
 # ----------------------------------------------------------------------------- golden stores
@@ -364,58 +407,137 @@ def test_golden_store_reads_back_exactly(name: str) -> None:
     assert seen == set(expected)
 
 
+def _spec_catalog(g: Any) -> tuple[Any, list[str], np.ndarray]:
+    """(manifest, item names, sources) read with stock zarr-python (format.md §7)."""
+    m: Any = g.attrs["qpyr"]
+    blob = bytes(g["catalog/names"][...])
+    offs = g["catalog/name_offsets"][...]
+    names = [blob[int(offs[i]):int(offs[i + 1])].decode() for i in range(m["items"])]
+    return m, names, g["catalog/sources"][...]
+
+
+def _spec_values(s: np.ndarray, b: dict[str, Any], q: dict[str, Any], src: str, h: int, w: int,
+                 params: Any) -> np.ndarray:
+    """Stored samples ``s`` ``[C, h, w_stored]`` of a level to its float32 values (format.md §9);
+    ``params()`` gives the item's quantization parameters (integer encodings)."""
+    if b["packed"]:  # §9.7: element 2j low nibble, 2j+1 high nibble
+        nib = np.stack([s & 0xF, s >> 4], axis=-1).reshape(s.shape[0], h, -1)[..., :w].astype(np.int16)
+        s = ((nib ^ 8) - 8) if q["dtype"] == "int4" else nib
+    dt = q["dtype"]
+    if dt == "source":  # §9.2
+        if src == "uint8":
+            return (s.astype(np.float64) / 255).astype(np.float32)
+        if src == "uint16":
+            return (s.astype(np.float64) / 65535).astype(np.float32)
+        return s.astype(np.float32)
+    if dt == "bfloat16":  # §9.4
+        return (s.astype(np.uint32) << 16).view(np.float32)
+    if dt in ("float32", "float16"):
+        return s.astype(np.float32)
+    p = params()  # §9.5, §9.6
+    if q.get("granularity", "level") == "block":
+        bs = q.get("block", 8)
+        p = np.repeat(np.repeat(p, bs, axis=2), bs, axis=3)[:, :, :h, :w]
+    elif q.get("granularity", "level") == "channel":
+        p = p[:, :, None, None]
+    else:
+        p = p.reshape(2, 1, 1, 1)
+    return ((s.astype(np.float32) - p[1]) * p[0]).astype(np.float32, copy=False)
+
+
 def _spec_decoder(store_path: Path) -> dict[str, np.ndarray]:
     """Decode every level of every item with stock zarr-python and numpy, following format.md
     §7 (catalog), §8 (buckets), §9 (quantizers) — no qpyr code involved."""
     import zarr
 
     g: Any = zarr.open_group(str(store_path), mode="r")
-    m: Any = g.attrs["qpyr"]
-    cat = "catalog/"
-    blob = bytes(g[cat + "names"][...])
-    offs = g[cat + "name_offsets"][...]
-    names = [blob[int(offs[i]):int(offs[i + 1])].decode() for i in range(m["items"])]
-    sources = g[cat + "sources"][...]
+    m, names, sources = _spec_catalog(g)
     out = {}
     for level in range(m["levels"]):
-        tab = g[f"{cat}level_{level}"][...]
+        tab = g[f"catalog/level_{level}"][...]
         for i, name in enumerate(names):
             bi, slot, h, w = (int(v) for v in tab[i, :4])
             if bi < 0:
                 continue
             b = m["buckets"][bi]
             q = m["encodings"][b["encoding"]]["quantizer"]
-            src = m["catalog"]["dtypes"][int(sources[i, 0])]
-            data = g[b["path"] + "/data"]
             w_st = (w + 1) // 2 if b["packed"] else w
-            s = np.asarray(data[slot, :, :h, :w_st])
-            if b["packed"]:  # §9.7: element 2j low nibble, 2j+1 high nibble
-                nib = np.stack([s & 0xF, s >> 4], axis=-1).reshape(s.shape[0], h, -1)[..., :w].astype(np.int16)
-                s = ((nib ^ 8) - 8) if q["dtype"] == "int4" else nib
-            dt = q["dtype"]
-            if dt == "source":  # §9.2
-                if src == "uint8":
-                    x = (s.astype(np.float64) / 255).astype(np.float32)
-                elif src == "uint16":
-                    x = (s.astype(np.float64) / 65535).astype(np.float32)
-                else:
-                    x = s.astype(np.float32)
-            elif dt == "bfloat16":  # §9.4
-                x = (s.astype(np.uint32) << 16).view(np.float32)
-            elif dt in ("float32", "float16"):
-                x = s.astype(np.float32)
-            else:  # §9.5, §9.6
-                p = np.asarray(g[b["path"] + "/qparams"][slot])
-                if q.get("granularity", "level") == "block":
-                    bs = q.get("block", 8)
-                    p = np.repeat(np.repeat(p, bs, axis=2), bs, axis=3)[:, :, :h, :w]
-                elif q.get("granularity", "level") == "channel":
-                    p = p[:, :, None, None]
-                else:
-                    p = p.reshape(2, 1, 1, 1)
-                x = (s.astype(np.float32) - p[1]) * p[0]
-            out[f"{name}_l{level}"] = x.astype(np.float32, copy=False)
+            s = np.asarray(g[b["path"] + "/data"][slot, :, :h, :w_st])
+            out[f"{name}_l{level}"] = _spec_values(s, b, q, m["catalog"]["dtypes"][int(sources[i, 0])], h, w,
+                                                   lambda b=b, slot=slot: np.asarray(g[b["path"] + "/qparams"][slot]))
     return out
+
+
+def _spec_decoder_2(store_path: Path) -> dict[str, np.ndarray]:
+    """Format 2.0 with stock zarr-python, numcodecs and numpy (format.md §7, §8.6, §9): a record
+    is ``task, offset, bytes`` of the level's record array; one tile, so record = [params] [hcrc]
+    chunk crc; the chunk is the bucket codec's (zstd or blosc) bytes of the padded tile."""
+    import google_crc32c
+    import zarr
+    from numcodecs import Blosc, Zstd
+
+    g: Any = zarr.open_group(str(store_path), mode="r")
+    m, names, sources = _spec_catalog(g)
+    out = {}
+    for level in range(m["levels"]):
+        tab = g[f"catalog/level_{level}"][...]
+        heap = g[f"levels/{level}/records"]
+        for i, name in enumerate(names):
+            bi, task, h, w, n, _dec, off = (int(v) for v in tab[i])
+            if bi < 0:
+                continue
+            b = m["buckets"][bi]
+            enc = m["encodings"][b["encoding"]]
+            q = enc["quantizer"]
+            rec = bytes(heap[task, off:off + n])
+            np_ = 0
+            if b["params_shape"] is not None:  # the item's own parameter shape (blocks of its h x w)
+                shape = list(b["params_shape"])
+                if len(shape) == 4:
+                    shape[2:] = [-(-h // q.get("block", 8)), -(-w // q.get("block", 8))]
+                np_ = 4 * int(np.prod(shape))
+                head = rec[:np_]
+                assert int.from_bytes(rec[np_:np_ + 4], "little") == google_crc32c.value(head)
+                params = np.frombuffer(head, "<f4").reshape(shape)
+                np_ += 4
+            chunk = rec[np_:]
+            assert int.from_bytes(chunk[-4:], "little") == google_crc32c.value(chunk[:-4])
+            codec = Zstd() if enc["codec"]["name"] == "zstd" else Blosc()
+            dt = np.dtype(b["dtype"]).newbyteorder("<")
+            w_st = (b["width"] + 1) // 2 if b["packed"] else b["width"]
+            tile = np.frombuffer(bytes(codec.decode(chunk[:-4])), dt).reshape(b["channels"], b["height"], w_st)
+            s = tile[:, :h, :((w + 1) // 2 if b["packed"] else w)]
+            out[f"{name}_l{level}"] = _spec_values(s, b, q, m["catalog"]["dtypes"][int(sources[i, 0])], h, w,
+                                                   lambda params=params if np_ else None: params)
+    return out
+
+
+@pytest.mark.parametrize("name", GOLDEN_2_NAMES)
+def test_golden_2_store_reads_back_exactly_and_equals_the_1x_store(name: str) -> None:
+    store = qpyr.open(str(GOLDEN_2 / name / "store.qpyr"))
+    assert store.manifest["format_version"] == "2.0" and store.names == list(ITEMS)
+    assert _schema_errors("manifest", store.manifest) == []
+    for item in ITEMS:
+        for level, t in store.read(item).items():
+            for root in (GOLDEN_2, GOLDEN):  # the 2.0 vectors are the 1.x ones
+                exp = np.load(root / name / "expected" / f"{item}_l{level}.npy", allow_pickle=False)
+                assert np.array_equal(t.numpy(), exp), f"{name}: {item} level {level} ({root.name})"
+
+
+def _standard_codecs_only(name: str) -> bool:
+    """Whether a golden store's encodings all use zstd/blosc (records of the namespaced codecs
+    decode by spec/codecs/*.md, which the codec-vector tests cover)."""
+    encs = _load(GOLDEN_2 / name / "vector.json")["encodings"].values()
+    return all(e["codec"]["name"] in ("zstd", "blosc") for e in encs)
+
+
+@pytest.mark.parametrize("name", [n for n in GOLDEN_2_NAMES if _standard_codecs_only(n)])
+def test_golden_2_store_decodes_by_the_spec(name: str) -> None:
+    decoded = _spec_decoder_2(GOLDEN_2 / name / "store.qpyr")
+    expected = {p.stem: np.load(p, allow_pickle=False) for p in (GOLDEN_2 / name / "expected").glob("*.npy")}
+    assert set(decoded) == set(expected)
+    for key, exp in expected.items():
+        assert np.array_equal(decoded[key], exp), f"{name}: {key}: format.md decoding differs from the vector"
 
 
 @pytest.mark.parametrize("name", GOLDEN_NAMES)
@@ -450,7 +572,7 @@ def test_int4_nibble_order_from_raw_bytes(tmp_path: Path) -> None:
     # uint4 affine over [0, 1]: scale 1/15, zero point 0, so a uint8 value 17 n is code n.
     codes = np.array([[1, 2, 15, 0, 7, 8, 3], [4, 5, 6, 9, 10, 11, 12]], np.uint8)
     codes[0, 3], codes[1, 6] = 0, 15  # full range present: lo = 0, hi = 1
-    store = qpyr.pack({"a": (codes * 17).astype(np.uint8)}, str(tmp_path / "u.qpyr"), policy="int4", levels=1)
+    store = qpyr.pack({"a": (codes * 17).astype(np.uint8)}, str(tmp_path / "u.qpyr"), policy="int4", levels=1, format="1")  # reads bucket chunk objects
     b = store.manifest["buckets"][0]
     assert b["packed"] and b["dtype"] == "uint8" and (b["height"], b["width"]) == (16, 16)
     shard = (tmp_path / "u.qpyr" / b["path"] / "data" / "c/0/0/0/0").read_bytes()
@@ -479,7 +601,7 @@ def _shard_chunk_plain(p: Path) -> bytes:
 def test_signed_int4_is_twos_complement(tmp_path: Path) -> None:
     # int4 symmetric over [-7, 7] (float source units): scale 1, zero point 0, code = value.
     vals = np.array([[-7, -1, 0, 1, 7, -8 + 1, 3, -3]], np.float32)
-    store = qpyr.pack({"s": vals}, str(tmp_path / "s.qpyr"), policy="int4:scheme=symmetric", levels=1)
+    store = qpyr.pack({"s": vals}, str(tmp_path / "s.qpyr"), policy="int4:scheme=symmetric", levels=1, format="1")  # reads bucket chunk objects
     b = store.manifest["buckets"][0]
     from qpyr.format.layout import BucketSpec
 
@@ -499,7 +621,7 @@ def test_bfloat16_bits_from_raw_bytes(tmp_path: Path) -> None:
         [0xBF808000, 0xBF818000, 0x3F7F8000, 0x00008000, 0x00018000, 0x477FE000, 0xC2C80000, 0x3EAAAAAB],
     ]  # ties to even (down and up), just above a tie, carries into the exponent, overflow to inf, subnormals
     vals = np.array(patterns, np.uint32).view(np.float32)
-    store = qpyr.pack({"f": vals}, str(tmp_path / "b.qpyr"), policy="bf16", levels=1)
+    store = qpyr.pack({"f": vals}, str(tmp_path / "b.qpyr"), policy="bf16", levels=1, format="1")  # reads bucket chunk objects
     b = store.manifest["buckets"][0]
     assert b["dtype"] == "uint16" and not b["packed"]
     from qpyr.format.layout import BucketSpec

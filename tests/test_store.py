@@ -96,13 +96,18 @@ def test_corpus_of_1000_mixed_size_images_has_few_objects(tmp_path):
     n = 1000
     inputs = {f"img{i:04d}": rng.integers(0, 256, (int(rng.integers(16, 72)), int(rng.integers(16, 72)), 3), dtype=np.uint8)
               for i in range(n)}
-    store = qpyr.pack(inputs, str(tmp_path / "c.qpyr"), policy="int8", levels=2)
+    store = qpyr.pack(inputs, str(tmp_path / "c.qpyr"), policy="int8", levels=2, shard_bytes=2**20)
     assert len(store) == n
     objs = store.object_store.list_sizes()
+    tasks = store.manifest["tasks"]
     for li in range(2):
-        shards = [k for k in objs if k.startswith(f"levels/{li}/") and "/data/c/" in k]
-        # about N / items-per-shard (+ one partial shard per bucket and task), never N
-        assert 0 < len(shards) <= n / 10, (li, len(shards))
+        shards = [k for k in objs if k.startswith(f"levels/{li}/") and "/records/c/" in k]
+        level_bytes = sum(v for k, v in objs.items() if k.startswith(f"levels/{li}/records/c/"))
+        # shards fill to the byte target: at most one partial shard per task
+        assert 0 < len(shards) <= -(-level_bytes // 2**20) + tasks, (li, len(shards))
+        assert len(shards) == store.manifest["records"]["shards"][li]
+    # the whole store: a few objects per level, the catalog, the root (never N)
+    assert len(objs) <= sum(store.manifest["records"]["shards"]) + 4 * store.manifest["levels"] + 30
     # random items decode to the right shapes
     for i in (0, 517, 999):
         a = inputs[f"img{i:04d}"]
@@ -130,7 +135,7 @@ def test_reading_one_item_level_touches_only_its_chunks(tmp_path, small_photos):
 
 def test_stock_zarr_reads_lossless_level_without_qpyr(tmp_path, photos):
     a = photos["chelsea"]
-    store = qpyr.pack({"chelsea": a}, str(tmp_path / "s.qpyr"), policy="lossless:codec=zstd")
+    store = qpyr.pack({"chelsea": a}, str(tmp_path / "s.qpyr"), policy="lossless:codec=zstd", format="1")
     lv = store.item_info("chelsea")["levels"][0]
     np.save(tmp_path / "expect.npy", a)
     code = f"""
@@ -141,6 +146,35 @@ assert g.attrs['qpyr']['format_version'] == '1.0'
 arr = zarr.open_array({str(tmp_path / 's.qpyr')!r} + '/' + {lv['bucket']!r} + '/data', mode='r')
 x = arr[{lv['slot']}, :, :{a.shape[0]}, :{a.shape[1]}]
 assert np.array_equal(x.transpose(1, 2, 0), np.load({str(tmp_path / 'expect.npy')!r}))
+assert 'qpyr' not in sys.modules
+print('ok')
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+def test_stock_zarr_and_zstd_decode_a_format_2_lossless_record_without_qpyr(tmp_path, photos):
+    """Format 2.0, ``lossless:codec=zstd``: a record is the zstd chunk of the item's samples
+    (its size class, top-left h x w) and a crc32c; zarr-python reads the record's bytes and
+    zstd decodes it, with no qpyr code (spec/format.md §8.6)."""
+    a = photos["chelsea"]
+    store = qpyr.pack({"chelsea": a}, str(tmp_path / "s.qpyr"), policy="lossless:codec=zstd", levels=1)
+    assert store.manifest["format_version"] == "2.0"
+    b = store.manifest["buckets"][0]
+    np.save(tmp_path / "expect.npy", a)
+    code = f"""
+import sys, json, numpy as np, zarr, zstandard
+assert 'qpyr' not in sys.modules
+url = {str(tmp_path / 's.qpyr')!r}
+g = zarr.open_group(url, mode='r')
+m = g.attrs['qpyr']
+cat = zarr.open_array(url + '/catalog/level_0', mode='r')[:]
+bucket, task, h, w, n, dec, off = (int(x) for x in cat[0])
+rec = bytes(g['levels/0/records'][task, off:off + n])
+b = m['buckets'][bucket]
+x = np.frombuffer(zstandard.ZstdDecompressor().decompress(rec[:-4]), np.uint8).reshape(b['channels'], b['height'], b['width'])
+assert np.array_equal(x[:, :h, :w].transpose(1, 2, 0), np.load(url + '/../expect.npy'))
 assert 'qpyr' not in sys.modules
 print('ok')
 """
@@ -190,10 +224,10 @@ def test_bad_input_leaves_no_store(tmp_path):
 def _corrupt_first_chunk(url: str, level: int) -> str:
     for dirpath, _, files in os.walk(os.path.join(url, "levels", str(level))):
         for f in files:
-            if "/data/c/" in os.path.join(dirpath, f).replace(os.sep, "/"):
+            if "/records/c/" in os.path.join(dirpath, f).replace(os.sep, "/"):
                 p = os.path.join(dirpath, f)
                 data = bytearray(open(p, "rb").read())
-                data[5] ^= 0xFF
+                data[40] ^= 0xFF  # inside the first record (after the shard frame's header)
                 open(p, "wb").write(bytes(data))
                 return p
     raise AssertionError("no shard found")
@@ -223,12 +257,15 @@ def _edit_manifest(url: str, fn) -> None:
 def test_unknown_major_version_and_malformed_manifest(tmp_path):
     url = str(tmp_path / "s.qpyr")
     qpyr.pack({"x": np.zeros((4, 4), np.uint8)}, url)
-    _edit_manifest(url, lambda m: m.update(format_version="1.7"))
+    _edit_manifest(url, lambda m: m.update(format_version="2.7"))
     assert len(qpyr.open(url)) == 1  # newer minor: accepted
-    _edit_manifest(url, lambda m: m.update(format_version="2.0"))
-    with pytest.raises(UnsupportedVersionError, match="format_version 2.0 is not supported"):
+    _edit_manifest(url, lambda m: m.update(format_version="3.0"))
+    with pytest.raises(UnsupportedVersionError, match=r"format_version 3.0 is not supported by this qpyr \(reads 2.x, 1.x\)"):
         qpyr.open(url)
-    _edit_manifest(url, lambda m: m.update(format_version="1.0", future_field=1))
+    _edit_manifest(url, lambda m: m.update(format_version="1.0"))
+    with pytest.raises(FormatError, match="'records' is a format 2.0 field"):
+        qpyr.open(url)
+    _edit_manifest(url, lambda m: m.update(format_version="2.0", future_field=1))
     with pytest.raises(FormatError, match="unknown required manifest field"):
         qpyr.open(url)
     _edit_manifest(url, lambda m: m.update(optional=["future_field"]))

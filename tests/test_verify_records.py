@@ -65,7 +65,7 @@ def test_a_flipped_tile_byte_names_item_level_and_exits_1(url, capsys):
     p.write_bytes(bytes(data))
     rep = verify(qpyr.open(url))
     assert not rep.ok and rep.corrupt == ["wide"]
-    assert any("'wide' level 0" in x and "crc32c" in x for x in rep.problems), rep.problems
+    assert any("'wide' level 0: chunk" in x and "crc32c" in x for x in rep.problems), rep.problems
     with pytest.raises(QpyrError, match="wide"):
         qpyr.open(url).read("wide", 0)
     assert main(["verify", url]) == 1

@@ -18,8 +18,9 @@ Two kinds of vectors, written from the definitions in this file only:
       spec/vectors/stores/
           inputs/<item>.npy                  the source arrays ([H, W] or [H, W, C])
           <name>/vector.json                 how the store was packed (policy spec, levels, ...)
-          <name>/store.qpyr/...              the committed store
+          <name>/store.qpyr/...              the committed store (format 1.x)
           <name>/expected/<item>_l<level>.npy  decoded float32 arrays
+      spec/vectors/stores-2.0/...            the same, in format 2.0 (records, 64 KiB shards)
 
 Golden vectors are committed and never regenerated silently: bytes written by an older qpyr
 must keep decoding to the same values. This tool therefore refuses to touch an existing
@@ -30,7 +31,7 @@ Usage::
     python tools/make_golden.py                    # write the vectors (only if absent)
     python tools/make_golden.py --force            # rewrite them (review the diff!)
     python tools/make_golden.py --check            # regenerate into a temporary directory and compare
-    python tools/make_golden.py --check dct tiles  # only some sets (dct, lossless, tiles, stores)
+    python tools/make_golden.py --check dct tiles  # only some sets (dct, lossless, tiles, stores, stores-2.0)
 
 ``--check`` compares every codec-vector file byte for byte; for the stores it compares the
 decoded arrays exactly, every store object byte for byte except the root ``zarr.json`` (its
@@ -284,10 +285,17 @@ def load_inputs(out: str) -> dict[str, np.ndarray]:
     return make_inputs()
 
 
-def pack_one(inputs: dict[str, np.ndarray], policy: str, path: str) -> Any:
+#: Format of each store set: ``stores`` pins the 1.x layout, ``stores-2.0`` the record layout
+#: (shards of the smallest size, 64 KiB, so the stores stay small).
+FORMATS = {"stores": "1", "stores-2.0": "2.0"}
+SHARD_BYTES_2 = 2**16
+
+
+def pack_one(inputs: dict[str, np.ndarray], policy: str, path: str, fmt: str = "1") -> Any:
     import qpyr
 
-    return qpyr.pack(dict(inputs), path, policy=policy, levels=LEVELS, slots_per_task=SLOTS_PER_TASK, overwrite=True)
+    return qpyr.pack(dict(inputs), path, policy=policy, levels=LEVELS, slots_per_task=SLOTS_PER_TASK, overwrite=True,
+                     format=fmt, shard_bytes=SHARD_BYTES_2)
 
 
 def decoded(store: Any) -> dict[str, np.ndarray]:
@@ -298,8 +306,8 @@ def decoded(store: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def write_stores(out: str, force: bool) -> int:
-    """Pack every golden store (and its inputs and decoded arrays) under ``out``."""
+def write_stores(out: str, force: bool, fmt: str = "1") -> int:
+    """Pack every golden store (and its inputs and decoded arrays) under ``out`` in format ``fmt``."""
     names = ["inputs", *POLICIES]
     existing = [n for n in names if os.path.exists(os.path.join(out, n))]
     if existing and not force:
@@ -315,7 +323,7 @@ def write_stores(out: str, force: bool) -> int:
         if os.path.exists(d):
             shutil.rmtree(d)
         os.makedirs(os.path.join(d, "expected"))
-        store = pack_one(inputs, policy, os.path.join(d, "store.qpyr"))
+        store = pack_one(inputs, policy, os.path.join(d, "store.qpyr"), fmt)
         for key, arr in decoded(store).items():
             np.save(os.path.join(d, "expected", f"{key}.npy"), arr, allow_pickle=False)
         meta = {"policy": policy, "levels": LEVELS, "slots_per_task": SLOTS_PER_TASK, "items": list(ITEMS),
@@ -340,7 +348,7 @@ def _files(root: str) -> dict[str, bytes]:
     return out
 
 
-def check_stores(out: str) -> list[str]:
+def check_stores(out: str, fmt: str = "1") -> list[str]:
     """Re-pack every golden store into a temporary directory and list how it differs."""
     import qpyr
 
@@ -349,7 +357,7 @@ def check_stores(out: str) -> list[str]:
     with tempfile.TemporaryDirectory() as tmp:
         for name, policy in POLICIES.items():
             d = os.path.join(out, name)
-            fresh = pack_one(inputs, policy, os.path.join(tmp, name))
+            fresh = pack_one(inputs, policy, os.path.join(tmp, name), fmt)
             committed = qpyr.open(os.path.join(d, "store.qpyr"))
             for key, arr in decoded(fresh).items():
                 exp = np.load(os.path.join(d, "expected", f"{key}.npy"))
@@ -371,7 +379,7 @@ def check_stores(out: str) -> list[str]:
     return problems
 
 
-SETS = (*CODEC_SETS, "stores")
+SETS = (*CODEC_SETS, *FORMATS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,18 +394,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(sets) - set(SETS))
     if unknown:
         p.error(f"unknown vector set(s) {unknown}; expected some of {list(SETS)}")
-    stores = os.path.join(args.root, "stores")
     if args.check:
         problems = [q for s in sets if s in CODEC_SETS for q in check_codec_vectors(args.root, s)]
-        if "stores" in sets:
-            problems += check_stores(stores)
+        for s in sets:
+            if s in FORMATS:
+                problems += [f"{s}/{q}" for q in check_stores(os.path.join(args.root, s), FORMATS[s])]
         for q in problems:
             print(f"MISMATCH: {q}")
         print("OK" if not problems else f"FAILED ({len(problems)} mismatch(es))")
         return 0 if not problems else 1
     rc = 0
     for s in sets:
-        rc |= write_stores(stores, args.force) if s == "stores" else write_codec_vectors(args.root, s, args.force)
+        rc |= (write_stores(os.path.join(args.root, s), args.force, FORMATS[s]) if s in FORMATS
+               else write_codec_vectors(args.root, s, args.force))
     return rc
 
 

@@ -20,9 +20,12 @@ __all__ = ["add_parser", "run"]
 _DESCRIPTION = """\
 Project what a corpus costs as a qpyr store under each precision policy: stored bytes (mean and
 90 % interval), objects, and dollars per provider/storage class (storage per month, writes,
-reads, egress, retrieval, minimum object sizes). Compares the fp32 pyramid, fp16 pyramid,
-lossless and JPEG q90 files per level with every --policy (default: mixed and the default
-policy). Given one existing qpyr store instead, reports its actual bytes and dollars.
+reads, egress, retrieval, minimum object sizes). The store projected is format 2.0 (what
+qpyr pack writes; --format 1 for the 1.x layout). Reads are priced for two access patterns:
+streaming (epoch order, one GET per shard per level read) and random (one ranged GET per
+image and level). Compares the fp32 pyramid, fp16 pyramid, lossless and JPEG q90 files per
+level with every --policy (default: mixed and the default policy). Given one existing qpyr
+store instead, reports its actual bytes and dollars.
 
 SOURCE is a directory, glob, image file, URL / bucket prefix, or a file list (@list.txt, or an
 existing .txt/.lst file: one path or URL per line, '#' comments)."""
@@ -73,6 +76,10 @@ def add_parser(subparsers: Any) -> None:
                     help="levels each read touches (repeatable; default every level)")
     sp.add_argument("--egress-fraction", type=_number(float, 0, hi=1), default=0.0, metavar="F",
                     help="share 0..1 of the bytes read that leave the provider (default 0)")
+    sp.add_argument("--format", choices=("2.0", "1"), default="2.0", dest="store_format",
+                    help="store format projected, as qpyr pack --format: 2.0 (default) or 1 (the 1.x layout)")
+    sp.add_argument("--shard-mib", type=_number(float, 0, strict=True), metavar="MIB",
+                    help="format 2.0 shard size in MiB, as qpyr pack --shard-mib (default 32)")
     sp.add_argument("--prices", metavar="FILE", help="price table (default: the shipped one; spec/prices.md)")
     sp.add_argument("--json", action="store_true", help="machine-readable output (spec/estimate.md)")
     sp.add_argument("--plot", metavar="FILE.png", help="also write a PNG bar chart (needs matplotlib)")
@@ -96,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if len(args.sources) == 1 and is_store(args.sources[0], so):
         given = [f for f, v in (("--policy", args.policy), ("--count", args.count),
-                                ("--header-sample", args.header_sample)) if v]
+                                ("--header-sample", args.header_sample), ("--shard-mib", args.shard_mib),
+                                ("--format", args.store_format != "2.0")) if v]
         if given:
             raise QpyrError(f"{' and '.join(given)} apply to image sources, not to an existing store "
                             f"({args.sources[0]}).")
@@ -104,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = estimate(
             args.sources, policies=args.policy, sample=args.sample, seed=args.seed, count=args.count,
-            header_sample=args.header_sample, progress=progress(args), **common,
+            header_sample=args.header_sample, progress=progress(args), format=args.store_format,
+            shard_bytes=int(args.shard_mib * 2**20) if args.shard_mib is not None else None, **common,
         )
     if args.plot:
         render.plot(result, args.plot)

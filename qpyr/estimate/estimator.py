@@ -15,10 +15,11 @@ The method (``spec/estimate.md`` states it in full), one module per step:
 4. **Project.** A regression estimator (:mod:`~qpyr.estimate.regression`: stored bytes ~
    pyramid samples + file bytes, fitted on the packed sample, applied to the probed covariates)
    gives the data bytes and a seeded bootstrap the 90 % interval; a layout model
-   (:mod:`~qpyr.estimate.planner`, :mod:`~qpyr.estimate.layout_model`: shards per bucket per pack
-   task, shard indexes, metadata, catalog) adds the store's structural bytes.
+   (:mod:`~qpyr.estimate.layout_model`: format 2.0, the pack tasks' records filled into shards,
+   shard framing, per-level documents, catalog, manifest; :mod:`~qpyr.estimate.layout_model_1x`
+   for ``format="1"``) adds the store's structural bytes, objects and read requests.
 5. **Price** (:mod:`~qpyr.estimate.pricing`). The projected objects and usage go through
-   :mod:`qpyr.estimate.cost`.
+   :mod:`qpyr.estimate.cost`, once per access pattern (streaming and random reads).
 
 All byte figures are stored bytes including metadata (what a bucket bills). An existing store
 is estimated by :func:`qpyr.estimate.existing.estimate_store` instead.
@@ -37,7 +38,8 @@ import numpy as np
 
 from qpyr.errors import InputError, InputNotFoundError, QpyrError
 from qpyr.estimate.baselines import JPEG_POLICY, LABELS, jpeg_sample, policy_list
-from qpyr.estimate.layout_model import StoreLayout, calibrate, integer_histogram, project_layout
+from qpyr.estimate import layout_model, layout_model_1x
+from qpyr.estimate.layout_model import ACCESS_PATTERNS, StoreLayout, integer_histogram
 from qpyr.estimate.options import (
     CONFIDENCE,
     DEFAULT_SAMPLE,
@@ -45,6 +47,7 @@ from qpyr.estimate.options import (
     HEADER_SAMPLE_MIN,
     QUALITY_SAMPLE,
     EstimateInputError,
+    check_format,
     check_int,
 )
 from qpyr.estimate.packing import Packed, level_quality, pack_sample
@@ -80,6 +83,8 @@ def estimate(
     storage_options: dict[str, Any] | None = None,
     header_sample: int | None = None,
     progress: bool = False,
+    format: str = "2.0",  # noqa: A002
+    shard_bytes: int | None = None,
 ) -> EstimateResult:
     """Project the stored bytes and dollars of packing ``sources`` under each policy.
 
@@ -106,6 +111,9 @@ def estimate(
         header_sample: images whose header and file size are probed (default
             ``max(2000, 20 * sample)``, capped by the corpus).
         progress: show a progress bar on stderr while packing the sample.
+        format: store format projected: ``"2.0"`` (default, what :func:`qpyr.pack` writes) or
+            ``"1"`` (the 1.x layout of ``qpyr.pack(..., format="1")``).
+        shard_bytes: format 2.0 shard size, as ``qpyr.pack(..., shard_bytes=)`` (default 32 MiB).
 
     Raises:
         InputNotFoundError: a source matches nothing or lists no images.
@@ -123,6 +131,7 @@ def estimate(
         check_int("header_sample", header_sample, 1)
     hs = max(hs, sample)
     plist = policy_list(policies)
+    major, shard_bytes = check_format(format, shard_bytes)
 
     expanded = expand_sources(sources, storage_options)
     for s in expanded:
@@ -160,7 +169,8 @@ def estimate(
     else:
         keyval = [float(g.file_bytes or 0) if use_file else float(g.channels * g.height * g.width) for g in geoms]
         chosen = stratified_choice(keyval, sample, rng)
-    arrays, names, sample_geoms, load_failures = _load_sample([(probed[j][0], geoms[j]) for j in chosen])
+    arrays, names, sample_geoms, load_failures, loaded = _load_sample([(probed[j][0], geoms[j]) for j in chosen])
+    sampled = [chosen[i] for i in loaded]  # probe index of each packed image
     load_failed = len(load_failures)
     failures += load_failures
     if not arrays:
@@ -176,7 +186,8 @@ def estimate(
     # -- pack ----------------------------------------------------------------------------
     # quality on an evenly spaced subset of the (randomly ordered) packed sample
     qidx = sorted({int(i) for i in np.linspace(0, n - 1, min(n, QUALITY_SAMPLE)).round()})
-    packed, (jb, js, jp, converted) = _pack_all([p for p, _, _ in plist], arrays, names, qidx, progress)
+    packed, (jb, js, jp, converted) = _pack_all([p for p, _, _ in plist], arrays, names, qidx, progress,
+                                                major, shard_bytes)
 
     # -- project -------------------------------------------------------------------------
     nlev_p = max(len(level_shapes(g.height, g.width)) for g in geoms)
@@ -197,7 +208,21 @@ def estimate(
         xp_p = xp * storage_factors(planner, geoms, xp.shape[1])[:, :, None]
         dp = project_data(pk.y, xs_p, xp_p, n_readable, (seed, zlib.crc32(spec.encode())))
         pred = np.einsum("mlk,k->ml", xp_p, dp.coef)
-        lay = project_layout(planner, geoms, pred, n_readable, calibrate(pk, n), xp.shape[1], exact_order=exact)
+        model = layout_model if major >= 2 else layout_model_1x
+        if major >= 2:
+            # record sizes: measured where the image was packed, predicted elsewhere — the
+            # prediction scaled per level by the sample's measured / predicted bytes (the pooled
+            # fit apportions bytes to levels less well than it predicts their total), so that
+            # each level's records fill shards as they would
+            nl = min(pred.shape[1], pk.y.shape[1])
+            rows = np.array(sampled, int)
+            got, want = pred[rows, :nl].sum(axis=0), pk.y[:, :nl].sum(axis=0)
+            scale = np.ones(pred.shape[1])
+            scale[:nl] = np.where((got > 0) & (want > 0), want / np.where(got > 0, got, 1.0), 1.0)
+            pred = pred * scale[None, :]
+            pred[rows[:, None], np.arange(nl)[None, :]] = pk.y[:, :nl]
+        lay = model.project_layout(planner, geoms, pred, n_readable, model.calibrate(pk, n), xp.shape[1],
+                                   exact_order=exact, seed=seed)
         if not pk.measured:
             # The bytes store skipped quality measurement: its catalog's quality table held NaN,
             # which compresses away; a real pack stores two float32 per lossy image-level.
@@ -218,6 +243,10 @@ def estimate(
         notes.append(f"{probe_failed + load_failed} sampled image(s) were unreadable and skipped; the projection "
                      f"assumes the same unreadable share ({unreadable:.2%}) of the corpus, which a real pack "
                      "would refuse until they are removed.")
+    if major < 2:
+        notes.append("projected for the format 1.x layout (qpyr.pack(..., format='1')): size-class buckets with "
+                     "shard indexes; its reader fetches ranges whatever the access order, so both access patterns "
+                     "cost the same.")
     return EstimateResult(
         mode="sample",
         sources=tuple(describe_source(s) for s in expanded),
@@ -228,6 +257,7 @@ def estimate(
                           stratified_by=strat_key, bootstrap=BOOTSTRAP if n < m else 0,
                           quality_measured=len(qidx)),
         **terms.result_fields(), policies=tuple(results), notes=tuple(notes),
+        store_format="2.0" if major >= 2 else "1.x", shard_bytes=shard_bytes if major >= 2 else None,
     )
 
 
@@ -258,29 +288,34 @@ def _probe_all(refs: list[InputRef]) -> tuple[list[tuple[InputRef, Geom]], list[
     return probed, failures
 
 
-def _load_sample(chosen: list[tuple[InputRef, Geom]]) -> tuple[list[np.ndarray], list[str], list[Geom], list[str]]:
+def _load_sample(chosen: list[tuple[InputRef, Geom]]
+                 ) -> tuple[list[np.ndarray], list[str], list[Geom], list[str], list[int]]:
     """Load the chosen images; returns (arrays [C, H, W], unique names, geometries of the loaded
-    arrays with the probe's file bytes and format, error messages of those that failed)."""
+    arrays with the probe's file bytes and format, error messages of those that failed, the
+    positions in ``chosen`` of those loaded)."""
     from qpyr.io.inputs import load
 
     arrays: list[np.ndarray] = []
     names: list[str] = []
     sample_geoms: list[Geom] = []
     failures: list[str] = []
-    for ref, g in chosen:
+    loaded: list[int] = []
+    for k, (ref, g) in enumerate(chosen):
         try:
             a = load(ref)
         except QpyrError as e:
             failures.append(str(e))
             continue
+        loaded.append(k)
         arrays.append(a)
         names.append(ref.name if ref.name not in names else f"{ref.name}#{len(names)}")
         sample_geoms.append(Geom(int(a.shape[0]), int(a.shape[1]), int(a.shape[2]), a.dtype.name, g.file_bytes, g.format))
-    return arrays, names, sample_geoms, failures
+    return arrays, names, sample_geoms, failures, loaded
 
 
 def _pack_all(specs: list[str], arrays: list[np.ndarray], names: list[str], qidx: list[int],
-              progress: bool) -> tuple[dict[str, Packed], tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
+              progress: bool, layout: int = 2, shard_bytes: int | None = None
+              ) -> tuple[dict[str, Packed], tuple[np.ndarray, np.ndarray, np.ndarray, int]]:
     """Pack the sample with every policy and encode it as JPEG q90 per level (with a progress bar
     on request)."""
     bar = None
@@ -297,7 +332,7 @@ def _pack_all(specs: list[str], arrays: list[np.ndarray], names: list[str], qidx
     try:
         with single_threaded():
             for spec in specs:
-                packed[spec] = pack_sample(spec, arrays, names, qidx, tick)
+                packed[spec] = pack_sample(spec, arrays, names, qidx, tick, layout=layout, shard_bytes=shard_bytes)
             jpeg = jpeg_sample(arrays, qidx, tick)
     finally:
         if bar is not None:
@@ -343,20 +378,23 @@ def _policy_estimate(pr: _Proj, level_items: np.ndarray, n_readable: float, tota
         levels.append(LevelEstimate(li, float(items_l[li]), float(per_level[li] / items_l[li]),
                                     float(per_level[li]), s_, p_, ex))
     touched = [li for li in range(nl) if terms.read_levels is None or li in terms.read_levels]
-    read_bytes = float(sum(per_level[li] for li in touched))
-    read_requests = float(sum(items_l[li] for li in touched))
+    data_read = float(sum(per_level[li] for li in touched))
+    items_read = float(sum(items_l[li] for li in touched))
+    reads: dict[str, tuple[float, float]] = {}  # access pattern -> (bytes, requests) of one full read
     if pr.layout is not None:
         lay = pr.layout
         layout = integer_histogram(lay.histogram, proj.mean)
-        read_bytes += sum(float(lay.level_extra_bytes[li]) for li in touched if li < len(lay.level_extra_bytes))
-        read_bytes += lay.open_bytes
-        read_requests += sum(float(lay.level_requests[li]) for li in touched if li < len(lay.level_requests))
-        read_requests += lay.open_requests
-    else:
+        for name in ACCESS_PATTERNS:
+            lr = lay.reads[name]
+            extra_b = sum(float(lr.extra_bytes[li]) for li in touched if li < len(lr.extra_bytes))
+            extra_r = sum(float(lr.extra_requests[li]) for li in touched if li < len(lr.extra_requests))
+            reads[name] = (data_read + extra_b + lay.open_bytes, lr.per_item * items_read + extra_r + lay.open_requests)
+    else:  # JPEG files: one GET per file read, in any order
         sizes = pr.jpeg_sizes if pr.jpeg_sizes is not None else np.zeros(0)
         nobj = float(items_l.sum())
         layout = integer_histogram([(float(s), nobj / sizes.size) for s in sizes], proj.mean)
-    costs = terms.costs(layout, proj, read_bytes, read_requests)
+        reads = {name: (data_read, items_read) for name in ACCESS_PATTERNS}
+    costs = terms.costs(layout, proj, reads)
     fp32 = totals.get("fp32")
     jpeg = totals.get(JPEG_POLICY)
     return PolicyEstimate(
@@ -365,5 +403,5 @@ def _policy_estimate(pr: _Proj, level_items: np.ndarray, n_readable: float, tota
         overhead_bytes=float(ov), objects=int(layout.objects), levels=tuple(levels),
         ratio_vs_fp32=fp32 / proj.mean if fp32 and proj.mean > 0 else None,
         ratio_vs_jpeg=jpeg / proj.mean if jpeg and proj.mean > 0 else None,
-        costs=costs,
+        costs=costs, reads={k: (rq, rb) for k, (rb, rq) in reads.items()},
     )

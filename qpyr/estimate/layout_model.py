@@ -1,12 +1,20 @@
-"""The layout model: the shards, shard indexes, metadata documents, catalog and manifest that a
-full pack of the corpus would write, scaled from the sample store's own objects
-(``spec/estimate.md``, Method 6), as structural bytes, objects and read requests."""
+"""The layout model: the objects a full pack of the corpus would write — shards, documents,
+catalog, manifest — as structural bytes, object sizes and read requests (``spec/estimate.md``,
+Method 6).
+
+Format 2.0 (what :func:`qpyr.pack` writes by default) is modelled here: per level, each pack
+task's records go back to back into shards of ``shard_bytes``, every shard a zstd frame of
+stored blocks (:mod:`qpyr.format.heap`); the writer's greedy fill is replayed on the projected
+record sizes. The 1.x model (size-class buckets, shard indexes, per-bucket documents) is
+:mod:`qpyr.estimate.layout_model_1x`; both return a :class:`StoreLayout`.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,13 +22,55 @@ import numpy as np
 from qpyr.estimate.cost import Layout
 from qpyr.estimate.packing import Packed
 from qpyr.estimate.planner import Planner
-from qpyr.estimate.probe import Geom
+from qpyr.estimate.probe import Geom, level_shapes
 
-__all__ = ["StoreCalibration", "StoreLayout", "calibrate", "integer_histogram", "project_layout"]
+__all__ = ["ACCESS_PATTERNS", "Bucket", "LevelReads", "StoreCalibration", "StoreLayout", "calibrate", "collect_buckets",
+           "exp_ceil_div", "expected_buckets", "fill_shards", "integer_histogram", "project_layout", "unseen_buckets"]
+
+#: The read access patterns priced: ``streaming`` (epoch order, whole shards:
+#: ``StreamingPyramidDataset``) and ``random`` (map-style, one ranged read per item-level).
+ACCESS_PATTERNS = ("streaming", "random")
+
+#: Simulated pack tasks (random corpus order): full tasks, and tasks of the last partial size.
+_SIM_FULL = 64
+_SIM_REST = 32
+#: Size bins per level of the shard-object histogram.
+_BINS = 16
+#: Shard-table rows of a projected catalog that are encoded (the rest scaled per row).
+_ENCODE_ROWS = 4 * 65536
 
 
 @dataclass
-class _Bucket:
+class LevelReads:
+    """GETs and bytes of one full read of each level, for one access pattern: ``per_item``
+    GETs per item-level read, plus ``extra_requests[l]``; bytes = the level's data bytes plus
+    ``extra_bytes[l]``."""
+
+    per_item: float
+    extra_requests: np.ndarray  # [L]
+    extra_bytes: np.ndarray  # [L]
+
+
+@dataclass
+class StoreLayout:
+    """The projected store's structure for one policy."""
+
+    overhead: float  # structural bytes beyond the items' own (record / chunk) bytes
+    objects: int
+    histogram: list[tuple[float, float]]  # (size, count) before scaling to the projected total
+    reads: dict[str, LevelReads]  # per access pattern (ACCESS_PATTERNS)
+    open_bytes: float  # root document + catalog read to open the store
+    open_requests: float
+    format: str = "2.0"
+    shard_bytes: int | None = None
+    shards: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [L] shard objects per level (2.0)
+
+
+# ----------------------------------------------------------------------------- buckets
+@dataclass
+class Bucket:
+    """A bucket (1.x: a sharded array; 2.0: a record class named in the manifest) and its share of the corpus."""
+
     spec: Any  # BucketSpec
     pshape: tuple[int, ...] | None
     mass: float = 0.0  # probability that a corpus item lands here
@@ -29,20 +79,32 @@ class _Bucket:
     data: float = 0.0  # expected data bytes per corpus item, from this bucket (prediction)
 
 
-@dataclass
-class StoreLayout:
-    """The projected store's structure for one policy."""
+def collect_buckets(planner: Planner, geoms: Sequence[Geom], pred: np.ndarray
+                    ) -> tuple[list[Bucket], list[list[tuple[int, float]]]]:
+    """The buckets (record classes) the probed images land in, with their item shares, and
+    per image its (bucket number, weight) memberships."""
+    m = len(geoms)
+    buckets: dict[str, Bucket] = {}
+    member: list[list[tuple[int, float]]] = []
+    index_of: dict[str, int] = {}
+    for j, g in enumerate(geoms):
+        mine = []
+        for li, row in enumerate(planner.plan(g)):
+            for wgt, spec, pshape, n_chunks, n_cells, _eid in row:
+                b = buckets.get(spec.path)
+                if b is None:
+                    b = buckets[spec.path] = Bucket(spec, pshape)
+                    index_of[spec.path] = len(index_of)
+                b.mass += wgt / m
+                b.chunks += wgt * n_chunks / m
+                b.cells = max(b.cells, n_cells)
+                b.data += wgt * (pred[j, li] if li < pred.shape[1] else 0.0) / m
+                mine.append((index_of[spec.path], wgt))
+        member.append(mine)
+    return list(buckets.values()), member
 
-    overhead: float  # structural bytes beyond the items' own bytes
-    objects: int
-    histogram: list[tuple[float, float]]  # (size, count) before scaling to the projected total
-    level_requests: np.ndarray  # [L] GETs per full read of the level, beyond one per item
-    level_extra_bytes: np.ndarray  # [L] index bytes read per full read of the level
-    open_bytes: float  # root document + catalog read to open the store
-    open_requests: float
 
-
-def _exp_ceil_div(t: int, p: np.ndarray, k: np.ndarray) -> np.ndarray:
+def exp_ceil_div(t: int, p: np.ndarray, k: np.ndarray) -> np.ndarray:
     """E[ceil(M / k)] for M ~ Binomial(t, p), elementwise over buckets."""
     if t <= 0:
         return np.zeros_like(p)
@@ -58,75 +120,15 @@ def _exp_ceil_div(t: int, p: np.ndarray, k: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-@dataclass
-class StoreCalibration:
-    """Structure of the packed sample store, per unit, for scaling to the corpus."""
-
-    meta_per_bucket: float
-    docs_per_bucket: float
-    meta_per_level_encoding: float
-    meta_per_level: float
-    meta_fixed: float
-    docs_fixed: int
-    catalog_bytes: float
-    catalog_objects: int
-    root_bytes: float
-    root_per_bucket: float
-    buckets: int
-
-
-def calibrate(packed: Packed, n_items: int) -> StoreCalibration:
-    from qpyr.format.documents import group_doc
-    from qpyr.format.manifest import MANIFEST_KEY
-
-    m = packed.manifest
-    paths = [b["path"] for b in m["buckets"]]
-    le = {f"levels/{b['level']}/{b['encoding']}/zarr.json" for b in m["buckets"]}
-    lv = {f"levels/{b['level']}/zarr.json" for b in m["buckets"]}
-    bucket_meta = 0
-    bucket_docs = 0
-    le_meta = lv_meta = fixed = 0
-    fixed_docs = 0
-    cat = cat_n = 0
-    for key, size in packed.sizes.items():
-        if key == "zarr.json":
-            continue
-        if key.endswith("zarr.json"):
-            if key in le:
-                le_meta += size
-            elif key in lv:
-                lv_meta += size
-            elif any(key.startswith(p + "/") for p in paths):
-                bucket_meta += size
-                bucket_docs += 1
-            else:
-                fixed += size
-                fixed_docs += 1
-        elif key.startswith("catalog/"):
-            cat += size
-            cat_n += 1
-    nb = max(len(paths), 1)
-    with_b = len(group_doc({MANIFEST_KEY: m}))
-    without_b = len(group_doc({MANIFEST_KEY: dict(m, buckets=[])}))
-    return StoreCalibration(
-        meta_per_bucket=bucket_meta / nb, docs_per_bucket=bucket_docs / nb,
-        meta_per_level_encoding=le_meta / max(len(le), 1), meta_per_level=lv_meta / max(len(lv), 1),
-        meta_fixed=float(fixed), docs_fixed=fixed_docs, catalog_bytes=cat / max(n_items, 1) if n_items else 0.0,
-        catalog_objects=cat_n, root_bytes=float(packed.sizes.get("zarr.json", with_b)),
-        root_per_bucket=(with_b - without_b) / nb, buckets=len(paths),
-    )
-
-
-def _unseen_buckets(blist: list[_Bucket], m: int) -> list[_Bucket]:
+def unseen_buckets(blist: list[Bucket], m: int) -> list[Bucket]:
     """Buckets the corpus fills but the probe did not see, per (level, encoding): Chao1 for how
     many (f1^2 / 2 f2, bias-corrected), Good-Turing for their share of items (f1 / m). Each is
     modelled on the probe's singleton buckets; the seen buckets give up that share. Without
-    this, a probe of m images undercounts a varied corpus's buckets (and its shard indexes and
-    metadata) by ~20 % at m = 300."""
-    groups: dict[tuple[int, str], list[_Bucket]] = {}
+    this, a probe of m images undercounts a varied corpus's buckets by ~20 % at m = 300."""
+    groups: dict[tuple[int, str], list[Bucket]] = {}
     for b in blist:
         groups.setdefault((b.spec.level, b.spec.encoding_id), []).append(b)
-    extra: list[_Bucket] = []
+    extra: list[Bucket] = []
     for group in groups.values():
         counts = [b.mass * m for b in group]
         singles = [b for b, c in zip(group, counts, strict=True) if abs(c - 1) < 1e-6]
@@ -149,124 +151,367 @@ def _unseen_buckets(blist: list[_Bucket], m: int) -> list[_Bucket]:
             t = singles[i % f1]
             frac = min(1.0, unseen - i)
             scale = per * frac / (1 / m)  # relative to a singleton's share
-            extra.append(_Bucket(t.spec, t.pshape, mass=t.mass / (1 - f1 / m) * scale, chunks=t.chunks / (1 - f1 / m) * scale,
+            extra.append(Bucket(t.spec, t.pshape, mass=t.mass / (1 - f1 / m) * scale, chunks=t.chunks / (1 - f1 / m) * scale,
                                  cells=t.cells, data=t.data / (1 - f1 / m) * scale))
     return extra
 
 
-def project_layout(planner: Planner, geoms: Sequence[Geom], pred: np.ndarray, n_readable: float,
-                   cal: StoreCalibration, nlev: int, *, exact_order: bool) -> StoreLayout:
-    """Shards, objects and structural bytes of packing ``n_readable`` images distributed like
-    ``geoms``, with ``pred`` [m, L] predicted data bytes per image-level.
-
-    ``exact_order``: ``geoms`` *is* the corpus, in pack order — tasks are simulated exactly as the
-    writer forms them. Otherwise the corpus order is taken as random with respect to size: each
-    task's items per bucket are Binomial(task size, bucket share).
-    """
-    from qpyr.format.manifest import CATALOG_CHUNK_ROWS
-
-    m = len(geoms)
-    buckets: dict[str, _Bucket] = {}
-    member: list[list[tuple[int, float]]] = []  # per image: (bucket number, weight)
-    index_of: dict[str, int] = {}
-    for j, g in enumerate(geoms):
-        mine = []
-        for li, row in enumerate(planner.plan(g)):
-            for wgt, spec, pshape, n_chunks, n_cells, _eid in row:
-                b = buckets.get(spec.path)
-                if b is None:
-                    b = buckets[spec.path] = _Bucket(spec, pshape)
-                    index_of[spec.path] = len(index_of)
-                b.mass += wgt / m
-                b.chunks += wgt * n_chunks / m
-                b.cells = max(b.cells, n_cells)
-                b.data += wgt * (pred[j, li] if li < pred.shape[1] else 0.0) / m
-                mine.append((index_of[spec.path], wgt))
-        member.append(mine)
-    blist = list(buckets.values())
-    nr = max(int(round(n_readable)), 1)
-    if not exact_order:
-        blist += _unseen_buckets(blist, m)
-    spt = planner.spt
-    p = np.array([b.mass for b in blist])
-    k = np.array([b.spec.items_per_shard for b in blist], float)
+def expected_buckets(blist: list[Bucket], member: list[list[tuple[int, float]]], nr: int, *, exact_order: bool) -> float:
+    """Expected number of buckets (record classes) the corpus fills: exactly those of the probed
+    images when they are the corpus, else each bucket non-empty with 1 - (1 - share)^N, plus
+    the unseen ones (:func:`unseen_buckets`)."""
     if exact_order:
-        rows = np.zeros(len(blist))
-        for t0 in range(0, m, spt):
-            cnt = np.zeros(len(blist))
-            for mine in member[t0:t0 + spt]:
-                for bi, wgt in mine:
-                    cnt[bi] += wgt
-            size = min(spt, m - t0)
-            whole = np.abs(cnt - np.round(cnt)) < 1e-9
-            rows[whole] += np.ceil(np.round(cnt[whole]) / k[whole])
-            if not whole.all():  # fractional membership (content-dependent policies)
-                part = ~whole
-                rows[part] += _exp_ceil_div(size, cnt[part] / size, k[part])
-        # P(bucket / (level, encoding) holds an image) = 1 - prod over images of (1 - membership).
         log_empty = np.zeros(len(blist))
-        le_log: dict[tuple[int, str], float] = {}
         for mine in member:
-            le_w: dict[tuple[int, str], float] = {}
             for bi, wgt in mine:
                 log_empty[bi] += math.log1p(-wgt) if wgt < 1 - 1e-12 else -math.inf
-                key = (blist[bi].spec.level, blist[bi].spec.encoding_id)
-                le_w[key] = le_w.get(key, 0.0) + wgt
-            for key, wgt in le_w.items():
-                le_log[key] = le_log.get(key, 0.0) + (math.log1p(-wgt) if wgt < 1 - 1e-12 else -math.inf)
-        nonempty = 1 - np.exp(log_empty)
-    else:
-        full, rest = divmod(nr, spt)
-        rows = full * _exp_ceil_div(spt, p, k) + _exp_ceil_div(rest, p, k)
-        nonempty = 1 - np.exp(nr * np.log1p(-np.clip(p, 0, 1 - 1e-16)))
-    cells = np.array([b.cells for b in blist], float)
-    shards = rows * cells
-    n_inner = np.array([b.spec.n_inner for b in blist], float)
-    index = shards * (16 * n_inner + 4)
-    chunks = nr * np.array([b.chunks for b in blist])
-    n_buckets = float(nonempty.sum())
-    le_mass: dict[tuple[int, str], float] = {}
-    lv_mass: dict[int, float] = {}
-    for b in blist:
-        key = (b.spec.level, b.spec.encoding_id)
-        le_mass[key] = le_mass.get(key, 0.0) + b.mass
-        lv_mass[b.spec.level] = lv_mass.get(b.spec.level, 0.0) + b.mass
-    if exact_order:
-        n_le, n_lv = float(sum(1 - math.exp(v) for v in le_log.values())), float(len(lv_mass))
-    else:
-        n_le = sum(1 - (1 - min(v, 1.0)) ** nr for v in le_mass.values())
-        n_lv = sum(1 - (1 - min(v, 1.0)) ** nr for v in lv_mass.values())
-    meta = (n_buckets * cal.meta_per_bucket + n_le * cal.meta_per_level_encoding
-            + n_lv * cal.meta_per_level + cal.meta_fixed)
-    root = cal.root_bytes + (n_buckets - cal.buckets) * cal.root_per_bucket
-    catalog = cal.catalog_bytes * nr
-    overhead = float(index.sum() - 16 * chunks.sum() + meta + root + catalog)
+        return float((1 - np.exp(log_empty)).sum())
+    bl = [Bucket(b.spec, b.pshape, b.mass, b.chunks, b.cells, b.data) for b in blist]
+    bl += unseen_buckets(bl, len(member))
+    p = np.array([b.mass for b in bl])
+    return float((1 - np.exp(nr * np.log1p(-np.clip(p, 0, 1 - 1e-16)))).sum())
 
+
+# ----------------------------------------------------------------------------- shards (2.0)
+def fill_shards(records: Sequence[int], shard_bytes: int) -> tuple[list[int], int, int]:
+    """The writer's greedy fill of one task's records of one level (``qpyr.write.records.LevelHeap``).
+
+    Returns the used bytes of each shard it writes, how many shard boundaries records straddle
+    (a record larger than a shard starts a shard and fills as many as it needs: one ranged read
+    per piece), and how many stored-block boundaries (:data:`qpyr.format.heap.BLOCK`) lie inside
+    the records' pieces (a ranged read of a piece carries 3 bytes of block header per boundary).
+    """
+    from qpyr.format.heap import BLOCK
+
+    s = shard_bytes
+    shards: list[int] = []
+    buf = 0
+    crossed = blocks = 0
+    for n in records:
+        if buf and buf + n > s:
+            shards.append(buf)
+            buf = 0
+        if n <= s - buf:
+            blocks += (buf + n - 1) // BLOCK - buf // BLOCK
+            buf += n
+        else:  # larger than a shard; buf == 0 here
+            full, rest = divmod(n, s)
+            shards.extend([s] * full)
+            buf = rest
+            crossed += full - (0 if rest else 1)
+            blocks += full * ((s - 1) // BLOCK) + ((rest - 1) // BLOCK if rest else 0)
+        if buf == s:
+            shards.append(buf)
+            buf = 0
+    if buf:
+        shards.append(buf)
+    return shards, crossed, blocks
+
+
+@dataclass
+class StoreCalibration:
+    """What the packed sample store (format 2.0) fixes for the projection: its documents, its
+    catalog arrays' compression per row, its manifest."""
+
+    items: int
+    shard_bytes: int
+    manifest: dict[str, Any]
+    root_bytes: int
+    root_per_bucket: float
+    buckets: int
+    fixed_docs: dict[str, int]  # group documents whose bytes do not depend on the corpus
+    level_docs: dict[int, dict[str, Any]]  # per level: parsed levels/{l}/zarr.json, records doc
+    arrays: dict[str, dict[str, Any]]  # catalog array -> {doc, rows, chunk_bytes, chunks}
+    catalog_base: str
+
+
+def _dump(d: Any) -> bytes:
+    return json.dumps(d, separators=(",", ":"), allow_nan=False).encode()
+
+
+def calibrate(packed: Packed, n_items: int) -> StoreCalibration:
+    """Read the sample store's structure (documents, catalog arrays, manifest) for scaling."""
+    from qpyr.format.documents import group_doc
+    from qpyr.format.manifest import MANIFEST_KEY, catalog_path
+
+    m = packed.manifest
+    base = catalog_path(int(m["generation"]))
+    docs = {k: v for k, v in packed.docs.items()}
+    fixed: dict[str, int] = {}
+    level_docs: dict[int, dict[str, Any]] = {}
+    arrays: dict[str, dict[str, Any]] = {}
+    for key, raw in docs.items():
+        if key == "zarr.json":
+            continue
+        parts = key.split("/")
+        if key.startswith(base + "/") and len(parts) == len(base.split("/")) + 2:
+            name = parts[-2]
+            arrays.setdefault(name, {})["doc"] = json.loads(raw)
+            arrays[name]["doc_bytes"] = len(raw)
+        elif parts[0] == "levels" and len(parts) == 3:
+            level_docs.setdefault(int(parts[1]), {})["group"] = len(raw)
+        elif parts[0] == "levels" and len(parts) == 4 and parts[2] == "records":
+            level_docs.setdefault(int(parts[1]), {})["records"] = json.loads(raw)
+        else:
+            fixed[key] = len(raw)
+    for key, size in packed.sizes.items():
+        if not key.startswith(base + "/") or key.endswith("zarr.json"):
+            continue
+        name = key[len(base) + 1:].split("/")[0]
+        a = arrays.setdefault(name, {})
+        a["chunk_bytes"] = a.get("chunk_bytes", 0) + size
+        a["chunks"] = a.get("chunks", 0) + 1
+    nb = max(len(m["buckets"]), 1)
+    with_b = len(group_doc({MANIFEST_KEY: m}))
+    without_b = len(group_doc({MANIFEST_KEY: dict(m, buckets=[])}))
+    return StoreCalibration(
+        items=max(n_items, 1), shard_bytes=int(m["records"]["shard_bytes"]), manifest=m,
+        root_bytes=int(packed.sizes.get("zarr.json", with_b)), root_per_bucket=(with_b - without_b) / nb,
+        buckets=len(m["buckets"]), fixed_docs=fixed, level_docs=level_docs, arrays=arrays, catalog_base=base,
+    )
+
+
+_ZERO_CHUNK: dict[tuple[tuple[int, ...], str], int] = {}
+
+
+def _zero_chunk_bytes(shape: tuple[int, ...], dtype: str) -> int:
+    """Bytes of an all-zero catalog chunk object (a chunk's fixed cost: frame, crc, zero padding)."""
+    from qpyr.format.documents import encode_plain_chunk
+
+    key = (shape, dtype)
+    if key not in _ZERO_CHUNK:
+        _ZERO_CHUNK[key] = len(encode_plain_chunk(np.zeros(shape, dtype)))
+    return _ZERO_CHUNK[key]
+
+
+def _array_name_level(name: str) -> tuple[str, int | None]:
+    head, _, tail = name.rpartition("_")
+    if head in ("level", "quality", "shards") and tail.isdigit():
+        return head, int(tail)
+    return name, None
+
+
+def _template(cal: StoreCalibration, kind: str, li: int) -> dict[str, Any] | None:
+    """The sample's catalog array ``{kind}_{li}``, or that of its highest level below ``li``
+    (a level the sample lacks has the same columns)."""
+    have = sorted(lv for n in cal.arrays for k, lv in [_array_name_level(n)] if k == kind and lv is not None)
+    if not have:
+        return None
+    pick = max([lv for lv in have if lv <= li], default=have[0])
+    return cal.arrays[f"{kind}_{pick}"]
+
+
+def _catalog_array(a: dict[str, Any], rows: int) -> tuple[int, int, int, int]:
+    """(doc bytes, chunk objects, chunk bytes, fixed bytes per chunk) of a catalog array of the
+    sample scaled to ``rows`` rows: per-chunk fixed cost plus the sample's bytes per row."""
+    doc = dict(a["doc"], shape=[rows, *a["doc"]["shape"][1:]])
+    cshape = tuple(int(x) for x in a["doc"]["chunk_grid"]["configuration"]["chunk_shape"])
+    fixed = _zero_chunk_bytes(cshape, a["doc"]["data_type"])
+    srows = int(a["doc"]["shape"][0])
+    per_row = max(0.0, (a.get("chunk_bytes", 0) - fixed * a.get("chunks", 0)) / srows) if srows else 0.0
+    chunks = max(1, -(-rows // cshape[0]))
+    return len(_dump(doc)), chunks, int(round(fixed * chunks + per_row * rows)), fixed
+
+
+def _shard_table_bytes(cal: StoreCalibration, table: np.ndarray, total_rows: int) -> tuple[int, int, int]:
+    """(doc bytes, chunk objects, chunk bytes) of a ``shards_{l}`` catalog array of
+    ``total_rows`` rows whose first rows are ``table`` (the rest are like them)."""
+    from qpyr.format.documents import encode_plain_chunks
+
+    a = _template(cal, "shards", 0)
+    cr = int(a["doc"]["chunk_grid"]["configuration"]["chunk_shape"][0]) if a else 65536
+    doc = dict(a["doc"], shape=[total_rows, 4]) if a else None
+    doc_bytes = len(_dump(doc)) if doc is not None else 0
+    chunks = max(1, -(-total_rows // cr))
+    enc = encode_plain_chunks(np.asarray(table, np.int64).reshape(-1, 4), cr)
+    got = sum(len(v) for v in enc.values())
+    if total_rows <= len(table):
+        return doc_bytes, chunks, got
+    fixed = _zero_chunk_bytes((cr, 4), "int64")
+    per_row = (got - fixed * len(enc)) / max(len(table), 1)
+    return doc_bytes, chunks, int(round(fixed * chunks + per_row * total_rows))
+
+
+def _root_bytes(cal: StoreCalibration, n_items: int, tasks: int, shards: Sequence[int], n_buckets: float,
+                total: float) -> float:
+    """The projected root document: the sample's manifest with the corpus's counts (their
+    digits), plus the expected extra bucket entries."""
+    from qpyr.format.documents import group_doc
+    from qpyr.format.manifest import MANIFEST_KEY
+
+    m = json.loads(json.dumps(cal.manifest))
+    f = n_items / cal.items
+    if f != 1 or tasks != m["tasks"] or list(shards) != m["records"]["shards"]:
+        m["items"], m["tasks"] = int(n_items), int(tasks)
+        m["records"] = dict(m["records"], shards=[int(round(s)) for s in shards])
+        m["catalog"] = dict(m["catalog"], name_bytes=int(round(m["catalog"]["name_bytes"] * f)))
+        m["total_bytes"] = int(total)
+        for b in m["buckets"]:
+            b["slots"], b["stored_bytes"] = int(round(b["slots"] * f)), int(round(b["stored_bytes"] * f))
+        for ls in m["level_summary"]:
+            for k in ("items", "stored_bytes", "fp32_bytes", "uint8_bytes"):
+                ls[k] = int(round(ls[k] * f))
+            for k in ("encodings", "decisions"):
+                ls[k] = {e: int(round(c * f)) for e, c in ls[k].items()}
+        base = len(group_doc({MANIFEST_KEY: m}))
+    else:
+        base = cal.root_bytes
+    return base + (n_buckets - cal.buckets) * cal.root_per_bucket
+
+
+def _bins(sizes: np.ndarray, weights: np.ndarray, k: int) -> list[tuple[float, float]]:
+    """(mean size, count) of up to ``k`` bins of equal weight over sorted sizes."""
+    if not len(sizes):
+        return []
+    order = np.argsort(sizes, kind="stable")
+    s, w = sizes[order], weights[order]
+    tot = float(w.sum())
+    k = max(1, min(k, int(math.ceil(tot)), len(s)))
+    edges = np.searchsorted(np.cumsum(w), np.linspace(0, tot, k + 1)[1:-1], side="right")
+    out = []
+    for a, b in zip(np.r_[0, edges], np.r_[edges, len(s)], strict=True):
+        if b > a and w[a:b].sum() > 0:
+            out.append((float(np.average(s[a:b], weights=w[a:b])), float(w[a:b].sum())))
+    return out
+
+
+def project_layout(planner: Planner, geoms: Sequence[Geom], sizes: np.ndarray, n_readable: float,
+                   cal: StoreCalibration, nlev: int, *, exact_order: bool, seed: int = 0) -> StoreLayout:
+    """Objects, structural bytes and reads of packing ``n_readable`` images distributed like
+    ``geoms`` into a format-2.0 store, with ``sizes`` [m, L] the record bytes per image-level
+    (measured for sampled images, predicted for the others).
+
+    ``exact_order``: ``geoms`` *is* the corpus, in pack order — tasks are replayed exactly as the
+    writer forms them. Otherwise the corpus order is taken as random with respect to size:
+    pack tasks are simulated by drawing their images from ``geoms`` (seeded).
+    """
+    from qpyr.format.heap import frame_nbytes
+
+    m = len(geoms)
+    nr = max(int(round(n_readable)), 1)
+    spt = planner.spt
+    S = cal.shard_bytes
+    nl = max(nlev, sizes.shape[1] if sizes.ndim == 2 else 0)
+    has = np.zeros((m, nl), bool)
+    for j, g in enumerate(geoms):
+        has[j, :len(level_shapes(g.height, g.width))] = True
+    rec = np.where(has[:, :sizes.shape[1]], np.maximum(np.rint(sizes), 4), 0).astype(np.int64)
+    rec = np.pad(rec, ((0, 0), (0, nl - rec.shape[1])))
+    tasks = -(-nr // spt)
+
+    # tasks to replay: (item indices, weight = how many corpus tasks each stands for, task number)
+    sims: list[tuple[np.ndarray, float, int]] = []
+    if exact_order:
+        sims = [(np.arange(t0, min(t0 + spt, m)), 1.0, t0 // spt) for t0 in range(0, m, spt)]
+    else:
+        rng = np.random.default_rng([int(seed), 0x5A4D])
+        full, rest = divmod(nr, spt)
+        if full:
+            sims += [(rng.integers(0, m, spt), full / _SIM_FULL, i) for i in range(_SIM_FULL)]
+        if rest:
+            sims += [(rng.integers(0, m, rest), 1.0 / _SIM_REST, full) for _ in range(_SIM_REST)]
+
+    n_shards = np.zeros(nl)
+    used = np.zeros(nl)
+    framing = np.zeros(nl)
+    crossed = np.zeros(nl)
+    blocks = np.zeros(nl)
+    obj_sizes: list[list[float]] = [[] for _ in range(nl)]
+    obj_w: list[list[float]] = [[] for _ in range(nl)]
+    tables: list[list[list[int]]] = [[] for _ in range(nl)]
+    for idx, w, tno in sims:
+        for li in range(nl):
+            r = rec[idx, li]
+            r = r[r > 0]
+            if not len(r):
+                continue
+            sh, cx, bx = fill_shards(r.tolist(), S)
+            objs = [frame_nbytes(u, S) for u in sh]
+            n_shards[li] += w * len(sh)
+            used[li] += w * sum(sh)
+            framing[li] += w * (sum(objs) - sum(sh))
+            crossed[li] += w * cx
+            blocks[li] += w * bx
+            obj_sizes[li] += objs
+            obj_w[li] += [w] * len(objs)
+            tables[li] += [[tno, j, u, o] for j, (u, o) in enumerate(zip(sh, objs, strict=True))]
+
+    # catalog (generation 1 at ``catalog/``): names, name_offsets, sources, level_l, quality_l, shards_l
+    f = nr / cal.items
+    cat_docs = cat_chunks = cat_bytes = 0.0
+    n_cat_docs = 0
     hist: list[tuple[float, float]] = []
-    has_q = np.array([b.pshape is not None for b in blist])
-    for i, b in enumerate(blist):
-        if shards[i] > 0:
-            hist.append(((nr * b.data + index[i]) / shards[i], shards[i]))
-        if has_q[i] and rows[i] > 0:
-            praw = 4 * math.prod(b.pshape or ())
-            hist.append((17 + praw * nr * b.mass / rows[i], rows[i]))
-    docs = n_buckets * cal.docs_per_bucket + n_le + n_lv + cal.docs_fixed
-    if docs > 0:
-        hist.append((meta / docs, docs))
-    cat_objects = cal.catalog_objects * max(1, math.ceil(nr / CATALOG_CHUNK_ROWS))
-    if cat_objects:
-        hist.append((catalog / cat_objects, float(cat_objects)))
+    chunk_hist: list[tuple[float, float]] = []
+
+    def add_array(doc_b: float, chunks: float, chunk_b: float) -> None:
+        nonlocal cat_docs, cat_chunks, cat_bytes, n_cat_docs
+        cat_docs += doc_b
+        n_cat_docs += 1
+        cat_chunks += chunks
+        cat_bytes += chunk_b
+        if chunks:
+            chunk_hist.append((chunk_b / chunks, chunks))
+
+    for name, rows in (("names", None), ("name_offsets", nr + 1), ("sources", nr)):
+        a = cal.arrays.get(name)
+        if a is None or "doc" not in a:
+            continue
+        r_ = int(round(int(a["doc"]["shape"][0]) * f)) if rows is None else rows
+        db, ch, cb, _ = _catalog_array(a, r_)
+        add_array(db, ch, cb)
+    for li in range(nl):
+        for kind in ("level", "quality"):
+            a = _template(cal, kind, li)
+            if a is not None:
+                db, ch, cb, _ = _catalog_array(a, nr)
+                add_array(db, ch, cb)
+        rows_l = int(round(n_shards[li]))
+        tab = np.array(tables[li], np.int64).reshape(-1, 4)
+        if not exact_order and len(tab):
+            # the corpus's table: the simulated tasks' rows, repeated over the task numbers
+            reps = max(1, -(-min(rows_l, _ENCODE_ROWS) // len(tab)))
+            tab = np.concatenate([tab] * reps)[:max(min(rows_l, _ENCODE_ROWS), 1)]
+            tab[:, 0] = np.cumsum(np.r_[0, tab[1:, 1] <= tab[:-1, 1]])
+        db, ch, cb = _shard_table_bytes(cal, tab, rows_l)
+        add_array(db, ch, cb)
+
+    # documents: levels/ and catalog groups, levels/{l}/zarr.json, levels/{l}/records/zarr.json
+    docs_b = float(sum(cal.fixed_docs.values()))
+    n_docs = len(cal.fixed_docs)
+    have = sorted(cal.level_docs)
+    for li in range(nl):
+        t = cal.level_docs.get(li) or (cal.level_docs[max([x for x in have if x <= li], default=have[0])] if have else {})
+        if "group" in t:
+            docs_b += t["group"]
+            n_docs += 1
+        if "records" in t:
+            d = dict(t["records"], shape=[tasks, *t["records"]["shape"][1:]])
+            docs_b += len(_dump(d))
+            n_docs += 1
+
+    blist, member = collect_buckets(planner, geoms, sizes)
+    n_buckets = expected_buckets(blist, member, nr, exact_order=exact_order)
+    data_guess = float(used.sum())
+    struct = float(framing.sum()) + docs_b + cat_docs + cat_bytes
+    root = _root_bytes(cal, nr, tasks, [int(round(x)) for x in n_shards], n_buckets, data_guess + struct + cal.root_bytes)
+    overhead = struct + root
+
+    for li in range(nl):
+        hist += _bins(np.array(obj_sizes[li], float), np.array(obj_w[li], float), _BINS)
+    hist += chunk_hist
+    docs_total = docs_b + cat_docs
+    n_all_docs = n_docs + n_cat_docs
+    if n_all_docs:
+        hist.append((docs_total / n_all_docs, float(n_all_docs)))
     hist.append((root, 1.0))
     objects = int(round(sum(c for _, c in hist)))
 
-    level_req = np.zeros(nlev)
-    level_idx = np.zeros(nlev)
-    for i, b in enumerate(blist):
-        li = b.spec.level
-        if li < nlev:
-            level_req[li] += shards[i] + (rows[i] if has_q[i] else 0.0)
-            level_idx[li] += index[i]
-    return StoreLayout(overhead, objects, hist, level_req, level_idx, root + catalog, 1.0 + cat_objects)
+    streaming = LevelReads(0.0, n_shards.copy(), framing.copy())
+    random = LevelReads(1.0, crossed.copy(), 3.0 * blocks)
+    return StoreLayout(
+        overhead=overhead, objects=objects, histogram=hist, reads={"streaming": streaming, "random": random},
+        open_bytes=root + cat_bytes, open_requests=3.0 + cat_chunks, format="2.0", shard_bytes=S, shards=n_shards,
+    )
 
 
 def integer_histogram(hist: Sequence[tuple[float, float]], total: float) -> Layout:

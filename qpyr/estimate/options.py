@@ -19,6 +19,7 @@ __all__ = [
     "QUALITY_SAMPLE",
     "EstimateInputError",
     "check_float",
+    "check_format",
     "check_int",
     "check_read_levels",
 ]
@@ -73,3 +74,20 @@ def check_read_levels(levels: Iterable[int] | int | None) -> tuple[int, ...] | N
     if isinstance(levels, int):
         levels = [levels]
     return tuple(sorted({check_int("read_levels", lv, 0) for lv in levels}))
+
+
+def check_format(format: str, shard_bytes: int | None) -> tuple[int, int]:  # noqa: A002
+    """(format major, shard bytes) of the ``format`` / ``shard_bytes`` arguments."""
+    from qpyr.format.manifest import SHARD_BYTES, SHARD_BYTES_RANGE
+
+    fs = str(format).strip().lower()
+    if fs not in ("1", "1.x", "2", "2.0"):
+        raise EstimateInputError("format", f"expected '2.0' (default) or '1' (the 1.x layout), got {format!r}")
+    major = fs[0]
+    if shard_bytes is None:
+        return int(major), SHARD_BYTES
+    lo, hi = SHARD_BYTES_RANGE
+    sb = check_int("shard_bytes", shard_bytes, lo)
+    if sb > hi:
+        raise EstimateInputError("shard_bytes", f"expected an integer in {lo}..{hi}, got {shard_bytes!r}")
+    return int(major), sb

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ class Packed:
     manifest: dict[str, Any]
     sizes: dict[str, int]  # every object of the sample store
     measured: bool  # the sample store's catalog holds measured quality (as a real pack's does)
+    docs: dict[str, bytes] = field(default_factory=dict)  # every zarr.json of the sample store
 
 
 def memory_url() -> str:
@@ -56,14 +57,15 @@ def drop_memory_store(url: str) -> None:
 
 
 def pack_sample(spec: str, arrays: list[np.ndarray], names: list[str], quality: Sequence[int],
-                tick: Callable[[], None]) -> Packed:
+                tick: Callable[[], None], *, layout: int = 2, shard_bytes: int | None = None) -> Packed:
     """Pack ``arrays`` ([C, H, W]) named ``names`` (unique) with policy ``spec`` into a fresh
     memory:// store and read back per-item bytes; quality (SSIM/PSNR) is reported for the items
     ``quality`` only. For most policies measuring it costs more than packing, so it is measured
     in a second small store holding those items; a policy that searches encodings on the pixels
     (``plan_encoded``, e.g. ``quality:...``) measures every level while packing anyway, so its
     bytes store already has the figures. Both stores are deleted. The real names keep the
-    catalog's size representative."""
+    catalog's size representative. ``layout`` / ``shard_bytes``: the format major and shard size
+    written (as :class:`qpyr.write.PackOptions` takes them)."""
     from qpyr.io.storage import ObjectStore
     from qpyr.policies import parse_policy
     from qpyr.read.store import open_store
@@ -74,9 +76,15 @@ def pack_sample(spec: str, arrays: list[np.ndarray], names: list[str], quality: 
     # small samples: one store, quality measured on all; searching policies: measured anyway
     single = len(quality) == len(pairs) or hasattr(parse_policy(spec), "plan_encoded")
     wanted = set(quality)
+    fmt_kw: dict[str, Any] = {"layout": layout}
+    if shard_bytes is not None:
+        fmt_kw["shard_bytes"] = shard_bytes
     try:
-        manifest = run_pack(pairs, url, PackOptions(policy=spec, measure_quality=single))
-        sizes = ObjectStore(url).list_sizes()
+        manifest = run_pack(pairs, url, PackOptions(policy=spec, measure_quality=single, **fmt_kw))
+        ostore = ObjectStore(url)
+        sizes = ostore.list_sizes()
+        dkeys = [k for k in sizes if k.endswith("zarr.json")] if layout >= 2 else []
+        docs = dict(zip(dkeys, ostore.read_many(dkeys), strict=True))
         store = open_store(url)
         nlev = int(manifest["levels"])
         n = len(pairs)
@@ -94,7 +102,7 @@ def pack_sample(spec: str, arrays: list[np.ndarray], names: list[str], quality: 
                     ps[i, lv["level"]] = lv["psnr"]
             tick()
         if len(quality) and not single:
-            run_pack([pairs[i] for i in quality], qurl, PackOptions(policy=spec))
+            run_pack([pairs[i] for i in quality], qurl, PackOptions(policy=spec, **fmt_kw))
             qstore = open_store(qurl)
             for i in quality:
                 for lv in qstore.item_info(names[i])["levels"]:
@@ -105,7 +113,7 @@ def pack_sample(spec: str, arrays: list[np.ndarray], names: list[str], quality: 
     finally:
         drop_memory_store(url)
         drop_memory_store(qurl)
-    return Packed(spec, y, ss, ps, buckets, manifest, sizes, single)
+    return Packed(spec, y, ss, ps, buckets, manifest, sizes, single, docs)
 
 
 def level_quality(ss: np.ndarray, ps: np.ndarray, present: np.ndarray) -> list[tuple[float | None, float | None, bool]]:

@@ -12,7 +12,7 @@ from typing import Any
 from qpyr.estimate.cost import Layout, ReadPattern, Usage, estimate_cost
 from qpyr.estimate.options import DEFAULT_PROVIDERS, check_float, check_read_levels
 from qpyr.estimate.prices import PriceTable, load_prices
-from qpyr.estimate.results import CostEstimate, Interval
+from qpyr.estimate.results import AccessCost, CostEstimate, Interval
 
 __all__ = ["CostTerms", "policy_costs", "price_table", "provider_keys"]
 
@@ -43,10 +43,11 @@ class CostTerms:
         table = price_table(prices)
         return cls(table, tuple(provider_keys(table, providers)), months, reads_per_month, levels, egress_fraction)
 
-    def costs(self, layout: Layout, proj: Interval, read_bytes: float, read_requests: float) -> tuple[CostEstimate, ...]:
-        """:func:`policy_costs` of a projection under these terms."""
-        return policy_costs(self.table, self.keys, layout, proj, self.months, self.reads_per_month, read_bytes,
-                            read_requests, self.egress_fraction)
+    def costs(self, layout: Layout, proj: Interval, reads: dict[str, tuple[float, float]]) -> tuple[CostEstimate, ...]:
+        """:func:`policy_costs` of a projection under these terms; ``reads``: per access pattern
+        (``streaming`` first), the (bytes, GET requests) of one full read."""
+        return policy_costs(self.table, self.keys, layout, proj, self.months, self.reads_per_month, reads,
+                            self.egress_fraction)
 
     def result_fields(self) -> dict[str, Any]:
         """The :class:`~qpyr.estimate.results.EstimateResult` fields these terms fill."""
@@ -83,33 +84,42 @@ def provider_keys(table: PriceTable, providers: Sequence[str] | None) -> list[st
 
 
 def policy_costs(table: PriceTable, keys: Sequence[str], layout: Layout, proj: Interval, months: float,
-                 reads_per_month: float, read_bytes: float, read_requests: float,
+                 reads_per_month: float, reads: dict[str, tuple[float, float]],
                  egress_fraction: float) -> tuple[CostEstimate, ...]:
     """Dollars per class in ``keys`` of storing ``layout`` (whose total is ``proj.mean``) for
-    ``months`` and reading ``read_bytes`` in ``read_requests`` GETs ``reads_per_month`` times a
-    month. Storage and the total carry the byte interval ``proj`` through (object sizes and read
-    bytes scaled by low/mean and high/mean); the other figures are at the mean."""
-    patterns = (ReadPattern(bytes_per_read=read_bytes, requests_per_read=read_requests,
-                            reads_per_month=reads_per_month),) if reads_per_month > 0 else ()
-    usage = Usage(months=months, read_patterns=patterns, egress_fraction=egress_fraction)
+    ``months`` and reading it ``reads_per_month`` times a month, once per access pattern of
+    ``reads`` (name -> (bytes, GET requests) of one full read; the first one, ``streaming``, also
+    fills the top-level read figures). Storage and the totals carry the byte interval ``proj``
+    through (object sizes and read bytes scaled by low/mean and high/mean); the other figures are
+    at the mean. Writes are one PUT per object whatever the access pattern."""
     out = []
     for key in keys:
         sc = table.get(key)
-        mid = estimate_cost(sc, layout, usage)
-        ends = []
-        for b in (proj.low, proj.high):
-            f = b / proj.mean if proj.mean > 0 else 1.0
-            lay = _scale_layout(layout, f)
-            pat = (ReadPattern(read_bytes * f, read_requests, reads_per_month),) if patterns else ()
-            ends.append(estimate_cost(sc, lay, Usage(months=months, read_patterns=pat, egress_fraction=egress_fraction)))
-        lo, hi = ends
+        access: dict[str, AccessCost] = {}
+        first = None
+        for name, (read_bytes, read_requests) in reads.items():
+            runs = []
+            for b in (proj.mean, proj.low, proj.high):
+                f = b / proj.mean if proj.mean > 0 else 1.0
+                lay = layout if b == proj.mean else _scale_layout(layout, f)
+                pat = (ReadPattern(read_bytes * f, read_requests, reads_per_month),) if reads_per_month > 0 else ()
+                runs.append(estimate_cost(sc, lay, Usage(months=months, read_patterns=pat, egress_fraction=egress_fraction)))
+            mid, lo, hi = runs
+            first = first or (mid, lo, hi)
+            access[name] = AccessCost(
+                read_requests_per_month=mid.read_requests_per_month, read_bytes_per_month=mid.read_bytes_per_month,
+                reads_per_month=mid.reads_per_month, egress_per_month=mid.egress_per_month,
+                total_over_months=Interval(mid.total_over_months, lo.total_over_months, hi.total_over_months))
+        assert first is not None
+        mid, lo, hi = first
+        top = next(iter(access.values()))
         out.append(CostEstimate(
             storage_class=mid.storage_class, billable_bytes=mid.billable_bytes,
             storage_per_month=Interval(mid.storage_per_month, lo.storage_per_month, hi.storage_per_month),
             billed_months=mid.billed_months, storage_total=mid.storage_total, write_once=mid.write_once,
-            read_requests_per_month=mid.read_requests_per_month, read_bytes_per_month=mid.read_bytes_per_month,
-            reads_per_month=mid.reads_per_month, egress_per_month=mid.egress_per_month,
-            total_over_months=Interval(mid.total_over_months, lo.total_over_months, hi.total_over_months),
+            read_requests_per_month=top.read_requests_per_month, read_bytes_per_month=top.read_bytes_per_month,
+            reads_per_month=top.reads_per_month, egress_per_month=top.egress_per_month,
+            total_over_months=top.total_over_months, access=access,
         ))
     return tuple(out)
 

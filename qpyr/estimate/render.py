@@ -101,8 +101,10 @@ def render_table(r: EstimateResult) -> str:
     use = f"{r.reads_per_month:g} read(s)/month" + (
         f" of level(s) {','.join(map(str, r.read_levels))}" if r.read_levels is not None else " of every level")
     use += f", {r.egress_fraction:.0%} egress" if r.egress_fraction else ", no egress"
-    lines.append(f"Dollars (USD, prices as of {r.prices_as_of}): storage per month [total over {months}: "
-                 f"storage + writes + reads + egress; {use}]")
+    both = r.reads_per_month > 0
+    what = "streaming | random reads" if both else "storage + writes"
+    lines.append(f"Dollars (USD, prices as of {r.prices_as_of}): storage per month [total over {months}, {what}; "
+                 f"{use}]" + ("; totals = storage + writes (one PUT per object) + reads + egress" if both else ""))
     for i in range(0, len(keys), _COLS_PER_BLOCK):
         block = keys[i:i + _COLS_PER_BLOCK]
         rows = []
@@ -110,9 +112,27 @@ def render_table(r: EstimateResult) -> str:
             cells = []
             for key in block:
                 c = next(c for c in p.costs if c.storage_class == key)
-                cells.append(f"{format_money(c.storage_per_month.mean)}/mo [{format_money(c.total_over_months.mean)}]")
+                if both and c.access:
+                    tot = " | ".join(format_money(a.total_over_months.mean) for a in c.access.values())
+                else:
+                    tot = format_money(c.total_over_months.mean)
+                cells.append(f"{format_money(c.storage_per_month.mean)}/mo [{tot}]")
             rows.append([p.policy] + cells)
         lines += _table(["policy"] + block, rows, set(range(1, len(block) + 1)))
+        lines.append("")
+
+    if any(p.reads for p in r.policies):
+        names = list(next(p.reads for p in r.policies if p.reads))
+        lines.append("Requests: PUTs to write the store once (one per object); GETs and bytes of one full read "
+                     f"of the levels read, opening included ({' / '.join(names)})")
+        rows = []
+        for p in r.policies:
+            cells = [f"{p.objects:,}"]
+            for nm in names:
+                rq, rb = p.reads.get(nm, (0.0, 0.0))
+                cells.append(f"{rq:,.0f} GETs, {format_bytes(rb)}")
+            rows.append([p.policy] + cells)
+        lines += _table(["policy", "PUTs"] + names, rows, set(range(1, len(names) + 2)))
         lines.append("")
 
     nlev = max((lv.level + 1 for p in r.policies for lv in p.levels), default=0)
@@ -121,8 +141,11 @@ def render_table(r: EstimateResult) -> str:
                  "/ PSNR dB (all channels, peak 255 for 8-bit); exact = lossless")
     lines += _table(["policy"] + [f"L{li}" for li in range(nlev)], rows, set())
     lines.append("")
-    lines.append("Bytes are stored bytes incl. shard indexes, array metadata, catalog and manifest; "
-                 "KB/MB/GB/TB = 10^3/10^6/10^9/10^12 B; vs X = X's bytes / these bytes.")
+    fmt = f"format {r.store_format}" + (f", {r.shard_bytes / 2**20:g} MiB shards" if r.shard_bytes else "")
+    lines.append(f"Bytes are stored bytes of a qpyr store ({fmt}) incl. shard framing, documents, catalog and "
+                 "manifest; KB/MB/GB/TB = 10^3/10^6/10^9/10^12 B; vs X = X's bytes / these bytes. Reads: streaming = "
+                 "epoch order, one GET per whole shard per level read (one reader process); random = one ranged GET "
+                 "per image and level; JPEG = one GET per file.")
     for note in r.notes:
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from qpyr.errors import QpyrError
 
-__all__ = ["CostEstimate", "EstimateResult", "Interval", "LevelEstimate", "PolicyEstimate", "SampleInfo"]
+__all__ = ["AccessCost", "CostEstimate", "EstimateResult", "Interval", "LevelEstimate", "PolicyEstimate", "SampleInfo"]
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,32 @@ class LevelEstimate:
 
 
 @dataclass(frozen=True)
+class AccessCost:
+    """Reads (USD) of one access pattern in one storage class: ``streaming`` (epoch order, whole
+    shards, one GET per shard per level read) or ``random`` (map-style, one ranged GET per
+    item-level), each plus opening the store. ``total_over_months`` (with the byte interval) is
+    writes + storage + months x (these reads + their egress)."""
+
+    read_requests_per_month: float
+    read_bytes_per_month: float
+    reads_per_month: float  # USD / month: GETs + retrieval
+    egress_per_month: float
+    total_over_months: Interval
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"read_requests_per_month": self.read_requests_per_month,
+                "read_bytes_per_month": self.read_bytes_per_month, "reads_per_month": self.reads_per_month,
+                "egress_per_month": self.egress_per_month, "total_over_months": self.total_over_months.to_dict()}
+
+
+@dataclass(frozen=True)
 class CostEstimate:
     """Dollars (USD) of one policy in one ``provider:class`` (see :class:`~qpyr.estimate.cost.CostBreakdown`).
 
     ``storage_per_month`` and ``total_over_months`` carry the byte interval through; the other
-    figures are at the mean.
+    figures are at the mean. The read figures (requests, bytes, reads, egress, total) are those
+    of the ``streaming`` access pattern; ``access`` holds every pattern's (``streaming``,
+    ``random``).
     """
 
     storage_class: str
@@ -70,6 +91,7 @@ class CostEstimate:
     reads_per_month: float
     egress_per_month: float
     total_over_months: Interval
+    access: dict[str, AccessCost] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -79,6 +101,7 @@ class CostEstimate:
             "read_requests_per_month": self.read_requests_per_month,
             "read_bytes_per_month": self.read_bytes_per_month, "reads_per_month": self.reads_per_month,
             "egress_per_month": self.egress_per_month, "total_over_months": self.total_over_months.to_dict(),
+            "access": {k: v.to_dict() for k, v in self.access.items()},
         }
 
 
@@ -100,6 +123,9 @@ class PolicyEstimate:
     ratio_vs_fp32: float | None  # fp32 pyramid bytes / these bytes
     ratio_vs_jpeg: float | None  # JPEG q90 bytes / these bytes
     costs: tuple[CostEstimate, ...]
+    #: per access pattern (``streaming``, ``random``): GET requests and bytes of one full read
+    #: of the levels read, opening the store included (JPEG files: one GET per file either way)
+    reads: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,6 +135,7 @@ class PolicyEstimate:
             "overhead_bytes": self.overhead_bytes, "objects": self.objects,
             "levels": [lv.to_dict() for lv in self.levels], "ratio_vs_fp32": self.ratio_vs_fp32,
             "ratio_vs_jpeg": self.ratio_vs_jpeg, "costs": [c.to_dict() for c in self.costs],
+            "reads": {k: {"requests": rq, "bytes": rb} for k, (rq, rb) in self.reads.items()},
         }
 
 
@@ -155,6 +182,9 @@ class EstimateResult:
     prices_as_of: str
     policies: tuple[PolicyEstimate, ...]
     notes: tuple[str, ...]
+    #: the store format projected ("2.0" or "1.x"; an existing store: its own) and its shard size
+    store_format: str = "2.0"
+    shard_bytes: int | None = None
 
     def policy(self, name: str) -> PolicyEstimate:
         """The estimate of policy ``name`` (a spec as given or canonical, or ``"jpeg-q90"``)."""
@@ -174,7 +204,7 @@ class EstimateResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "qpyr_estimate": "1.0",
+            "qpyr_estimate": "1.1",
             "mode": self.mode,
             "sources": list(self.sources),
             "corpus": {"items": self.items, "items_from": self.items_from, "listed": self.listed,
@@ -185,6 +215,7 @@ class EstimateResult:
                       "read_levels": list(self.read_levels) if self.read_levels is not None else None,
                       "egress_fraction": self.egress_fraction},
             "prices": {"origin": self.prices_origin, "as_of": self.prices_as_of, "currency": "USD"},
+            "store": {"format": self.store_format, "shard_bytes": self.shard_bytes},
             "policies": [p.to_dict() for p in self.policies],
             "notes": list(self.notes),
         }

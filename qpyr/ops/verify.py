@@ -319,9 +319,9 @@ def _check_records(ck: _Checker, li: int, sizes: dict[str, int], busy: bool,
         else:
             _check_record(ck, i, li, b"".join(parts), h, w, RecordShape)
     for bi, bd in enumerate(m["buckets"]):
-        if bd["level"] == li and bd.get("stored_bytes", 0) != bsum.get(bi, 0):
+        if bd["level"] == li and bd.get("stored_bytes") != bsum.get(bi, 0):
             ck.problem(f"bucket {bd['path']}: records hold {bsum.get(bi, 0)} bytes; manifest stored_bytes says "
-                       f"{bd['stored_bytes']}")
+                       f"{bd.get('stored_bytes', 'nothing')}")
 
 
 def _check_record(ck: _Checker, i: int, li: int, rec: bytes, h: int, w: int, shape_cls: Any) -> None:
@@ -345,7 +345,7 @@ def _check_record(ck: _Checker, i: int, li: int, rec: bytes, h: int, w: int, sha
         a, z = int(offs[k]), int(offs[k + 1])
         ck.rep.chunks += 1
         if z - a < 4 or crc32c(mv[a:z - 4]) != int.from_bytes(mv[z - 4:z], "little"):
-            ck.problem(f"item {name!r} level {li}: tile {divmod(k, -(-w // tw))} fails its crc32c checksum", [i])
+            ck.problem(f"item {name!r} level {li}: chunk {divmod(k, -(-w // tw))} fails its crc32c checksum", [i])
 
 
 def _check_shard(ck: _Checker, key: str, n_inner: int, k: int, r: int, need: dict[int, tuple[int, int, int]],

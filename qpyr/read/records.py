@@ -155,33 +155,52 @@ class RecordFetcher(Fetcher):
         headers = dict(zip(partial, self._get([(reqs[i], reqs[i].record[1], reqs[i].record[1] + shapes[i].header_nbytes)  # type: ignore[index]
                                                for i in partial]), strict=True)) if partial else {}
         wants: list[tuple[PlannedRead, int, int]] = []
-        layout: list[list[tuple[int, int, int]]] = []  # per read: (chunk index, start in its bytes, end)
+        # per read: (chunk index, which of its ranges, start in that range's bytes, end)
+        layout: list[list[tuple[int, int, int, int]]] = []
+        nwant: list[int] = []  # ranges per read
         params: list[bytes] = []
         for i, r in enumerate(reqs):
             task, off, nbytes, _n = r.record  # type: ignore[misc]
             if whole[i]:
                 wants.append((r, off, off + nbytes))
                 layout.append([])
+                nwant.append(1)
                 params.append(b"")
                 continue
             p, offs = shapes[i].parse_header(headers[i], nbytes, self.where(r))
             params.append(p)
-            # the tiles of the window, as one range from the first to the last (tiles are row-major)
-            lo = min(int(offs[inner]) for _, inner, _, _ in r.chunks)
-            hi = max(int(offs[inner + 1]) for _, inner, _, _ in r.chunks)
-            wants.append((r, off + lo, off + hi))
-            layout.append([(ci, int(offs[inner]) - lo, int(offs[inner + 1]) - lo) for ci, (_, inner, _, _) in enumerate(r.chunks)])
+            # the window's tiles, one range per run of consecutive tiles (a tile row of it)
+            pos: list[tuple[int, int, int]] = []
+            for ci, inner in sorted(((ci, c[1]) for ci, c in enumerate(r.chunks)), key=lambda x: x[1]):
+                if pos and pos[-1][1] == inner - 1:
+                    pos[-1] = (pos[-1][0], inner, pos[-1][2])
+                else:
+                    pos.append((inner, inner, len(wants) + len(pos)))
+            runs = []
+            for first, last, _ in pos:
+                runs.append((int(offs[first]), int(offs[last + 1])))
+                wants.append((r, off + int(offs[first]), off + int(offs[last + 1])))
+            lay = []
+            for ci, (_, inner, _, _) in enumerate(r.chunks):
+                k = next(k for k, (f, z, _) in enumerate(pos) if f <= inner <= z)
+                lay.append((ci, k, int(offs[inner]) - runs[k][0], int(offs[inner + 1]) - runs[k][0]))
+            layout.append(lay)  # type: ignore[arg-type]
+            nwant.append(len(pos))
+            continue
         blobs = self._get(wants)
         outs = []
-        for i, (r, blob) in enumerate(zip(reqs, blobs, strict=True)):
-            mv = memoryview(blob)
+        at = 0
+        for i, r in enumerate(reqs):
+            mine = [memoryview(b) for b in blobs[at:at + nwant[i]]]
+            at += nwant[i]
             if whole[i]:
+                mv = mine[0]
                 p, offs = shapes[i].parse_header(mv[:shapes[i].header_nbytes], len(mv), self.where(r))
                 params[i] = p
-                layout[i] = [(ci, int(offs[inner]), int(offs[inner + 1])) for ci, (_, inner, _, _) in enumerate(r.chunks)]
+                layout[i] = [(ci, 0, int(offs[inner]), int(offs[inner + 1])) for ci, (_, inner, _, _) in enumerate(r.chunks)]
             o = self._start_payload(r, coefficients, pin)
-            for ci, a, b in layout[i]:
-                self._check_place(r, ci, mv[a:b], o, f"record of shard row {r.record[0]}")  # type: ignore[index]
+            for ci, k, a, b in layout[i]:
+                self._check_place(r, ci, mine[k][a:b], o, f"record of task row {r.record[0]}")  # type: ignore[index]
             outs.append(self._finish_payload(r, o, self._record_params(r, params[i])))
         return outs
 

@@ -60,10 +60,10 @@ def pack(
             An append keeps the store's own format.
         shard_bytes: format 2.0 shard size (default 32 MiB; 16-64 MiB suits object stores).
     """
+    from qpyr.format import manifest as fmt
     from qpyr.io.inputs import DEFAULT_PIXEL_LIMIT
     from qpyr.io.pyramid import DEFAULT_MIN_SIDE
     from qpyr.policies import DEFAULT_POLICY
-    from qpyr.format import manifest as fmt
     from qpyr.write.writer import DEFAULT_SLOTS_PER_TASK, PackOptions, run_pack
 
     opts = PackOptions(

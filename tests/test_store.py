@@ -161,7 +161,6 @@ def test_stock_zarr_and_zstd_decode_a_format_2_lossless_record_without_qpyr(tmp_
     a = photos["chelsea"]
     store = qpyr.pack({"chelsea": a}, str(tmp_path / "s.qpyr"), policy="lossless:codec=zstd", levels=1)
     assert store.manifest["format_version"] == "2.0"
-    b = store.manifest["buckets"][0]
     np.save(tmp_path / "expect.npy", a)
     code = f"""
 import sys, json, numpy as np, zarr, zstandard

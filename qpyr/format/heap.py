@@ -49,7 +49,7 @@ def encode_frame(used: bytes | bytearray | memoryview, shard_bytes: int) -> byte
     if not 0 < n <= shard_bytes < 2**32:
         raise ValueError(f"a shard holds 1..{shard_bytes} bytes; got {n}")
     mv = memoryview(used)
-    parts = [_MAGIC, bytes([_FHD]), shard_bytes.to_bytes(4, "little")]
+    parts: list[bytes | memoryview] = [_MAGIC, bytes([_FHD]), shard_bytes.to_bytes(4, "little")]
     tail = shard_bytes - n
     for x in range(0, n, BLOCK):
         size = min(BLOCK, n - x)

@@ -193,7 +193,9 @@ def render_info(d: dict[str, Any]) -> str:
         f"{lv['level']}: " + ", ".join(f"{k} {v}" for k, v in lv["decisions"].items())
         for lv in d["level_summary"] if lv.get("decisions")))
     lines.append("PSNR: all channels, peak = source max (255 for 8-bit); SSIM: Wang 2004, 11x11 Gaussian "
-                 "sigma 1.5, mean over channels. 'exact' = lossless. Bytes are stored bytes incl. shard indexes.")
+                 "sigma 1.5, mean over channels. 'exact' = lossless. Bytes are stored bytes incl. "
+                 + ("shard framing (format 2.0: records in shards)." if d["format_version"].startswith("2.")
+                    else "shard indexes."))
     if "plan" in d:
         lines += _render_plan(d["plan"])
     if "items_detail" in d and d["items"] > 1:

@@ -170,23 +170,16 @@ class RecordFetcher(Fetcher):
             p, offs = shapes[i].parse_header(headers[i], nbytes, self.where(r))
             params.append(p)
             # the window's tiles, one range per run of consecutive tiles (a tile row of it)
-            pos: list[tuple[int, int, int]] = []
-            for ci, inner in sorted(((ci, c[1]) for ci, c in enumerate(r.chunks)), key=lambda x: x[1]):
-                if pos and pos[-1][1] == inner - 1:
-                    pos[-1] = (pos[-1][0], inner, pos[-1][2])
-                else:
-                    pos.append((inner, inner, len(wants) + len(pos)))
-            runs = []
-            for first, last, _ in pos:
-                runs.append((int(offs[first]), int(offs[last + 1])))
+            runs = _runs(sorted(c[1] for c in r.chunks))
+            for first, last in runs:
                 wants.append((r, off + int(offs[first]), off + int(offs[last + 1])))
             lay = []
             for ci, (_, inner, _, _) in enumerate(r.chunks):
-                k = next(k for k, (f, z, _) in enumerate(pos) if f <= inner <= z)
-                lay.append((ci, k, int(offs[inner]) - runs[k][0], int(offs[inner + 1]) - runs[k][0]))
-            layout.append(lay)  # type: ignore[arg-type]
-            nwant.append(len(pos))
-            continue
+                k = next(k for k, (f, z) in enumerate(runs) if f <= inner <= z)
+                base = int(offs[runs[k][0]])
+                lay.append((ci, k, int(offs[inner]) - base, int(offs[inner + 1]) - base))
+            layout.append(lay)
+            nwant.append(len(runs))
         blobs = self._get(wants)
         outs = []
         at = 0
@@ -219,6 +212,17 @@ class RecordFetcher(Fetcher):
         h, w = self.catalog.levels[r.level][r.i, 2:4].tolist()
         ps = b.enc.quantizer.param_shape(b.spec.channels, h, w)
         return torch.from_numpy(np.frombuffer(bytes(raw), "<f4").reshape(ps).astype(np.float32))
+
+
+def _runs(tiles: list[int]) -> list[tuple[int, int]]:
+    """``[(first, last)]`` runs of consecutive numbers in sorted ``tiles``."""
+    out: list[tuple[int, int]] = []
+    for t in tiles:
+        if out and out[-1][1] == t - 1:
+            out[-1] = (out[-1][0], t)
+        else:
+            out.append((t, t))
+    return out
 
 
 def _join(parts: list[Any]) -> bytes | memoryview:

@@ -33,8 +33,8 @@ from qpyr.io.storage import ObjectStore
 from qpyr.read import pruned, snapshot
 from qpyr.read.bucket import Bucket
 from qpyr.read.fetch import Fetcher
-from qpyr.read.records import RecordFetcher
 from qpyr.read.payload import LevelPayload, StoredLevel, check_dtype, check_uint8_source
+from qpyr.read.records import RecordFetcher
 from qpyr.read.selection import PlannedRead, Planner, Region, check_auto
 
 __all__ = ["Store", "open_store", "BudgetError", "LevelPayload", "StoredLevel"]

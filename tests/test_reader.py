@@ -118,7 +118,7 @@ def test_region_reads_match_full_reads_and_touch_only_their_tiles(tmp_path, big_
         y0, x0, y1, x1 = region[0] >> li, region[1] >> li, -(-region[2] // 2**li), -(-region[3] // 2**li)
         assert torch.equal(t, full[li][:, y0:y1, x0:x1]), (policy, li)
     # level 0 is tiled (256 px): the region intersects tile rows 0-1 and tile columns 1-2
-    b0 = st._buckets[int(st.catalog.levels[0][0, 0])]
+    b0 = st.bucket_of("big", 0)
     assert (b0.th, b0.tw) == (256, 256)
     st2 = qpyr.open(url)
     st2.reset_io_stats()

@@ -161,6 +161,7 @@ def test_schemas_agree_with_the_code() -> None:
     assert set(m["properties"]) == fmt._MANIFEST_FIELDS
     bucket = m["$defs"]["bucket"]
     assert set(bucket["properties"]) == fmt._BUCKET_FIELDS | {"path"}
+    assert set(m["$defs"]["record_class"]["properties"]) == fmt._RECORD_CLASS_FIELDS
     assert m["$defs"]["catalog"]["properties"]["dtypes"]["const"] == fmt.DTYPE_CODES
     assert set(m["$defs"]["stored_dtype"]["enum"]) == fmt.STORED_DTYPES
     assert m["$defs"]["level_summary"]["properties"]["decisions"]["propertyNames"]["enum"] == fmt.DECISIONS
@@ -490,11 +491,13 @@ def _spec_decoder_2(store_path: Path) -> dict[str, np.ndarray]:
             enc = m["encodings"][b["encoding"]]
             q = enc["quantizer"]
             rec = bytes(heap[task, off:off + n])
+            # §8.1: the record's geometry is the size class of its own sides; §9.6 its parameters
+            H, W = (max(16, 2 ** (x.bit_length() - 1) // 4) * -(-x // max(16, 2 ** (x.bit_length() - 1) // 4)) for x in (h, w))
             np_ = 0
-            if b["params_shape"] is not None:  # the item's own parameter shape (blocks of its h x w)
-                shape = list(b["params_shape"])
-                if len(shape) == 4:
-                    shape[2:] = [-(-h // q.get("block", 8)), -(-w // q.get("block", 8))]
+            if q["dtype"] in ("uint8", "int8", "uint4", "int4"):
+                g_ = q.get("granularity", "level")
+                shape = [2, 1] if g_ == "level" else [2, b["channels"]] if g_ == "channel" else \
+                    [2, b["channels"], -(-h // q.get("block", 8)), -(-w // q.get("block", 8))]
                 np_ = 4 * int(np.prod(shape))
                 head = rec[:np_]
                 assert int.from_bytes(rec[np_:np_ + 4], "little") == google_crc32c.value(head)
@@ -504,8 +507,8 @@ def _spec_decoder_2(store_path: Path) -> dict[str, np.ndarray]:
             assert int.from_bytes(chunk[-4:], "little") == google_crc32c.value(chunk[:-4])
             codec = Zstd() if enc["codec"]["name"] == "zstd" else Blosc()
             dt = np.dtype(b["dtype"]).newbyteorder("<")
-            w_st = (b["width"] + 1) // 2 if b["packed"] else b["width"]
-            tile = np.frombuffer(bytes(codec.decode(chunk[:-4])), dt).reshape(b["channels"], b["height"], w_st)
+            w_st = (W + 1) // 2 if b["packed"] else W
+            tile = np.frombuffer(bytes(codec.decode(chunk[:-4])), dt).reshape(b["channels"], H, w_st)
             s = tile[:, :h, :((w + 1) // 2 if b["packed"] else w)]
             out[f"{name}_l{level}"] = _spec_values(s, b, q, m["catalog"]["dtypes"][int(sources[i, 0])], h, w,
                                                    lambda params=params if np_ else None: params)

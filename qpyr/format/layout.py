@@ -22,7 +22,7 @@ import numpy as np
 
 from qpyr.errors import InputError
 
-__all__ = ["size_class", "tile_side", "BucketSpec", "TARGET_SHARD_BYTES", "MAX_SHARD_SIDE"]
+__all__ = ["size_class", "tile_side", "BucketSpec", "record_class_path", "TARGET_SHARD_BYTES", "MAX_SHARD_SIDE"]
 
 #: Target raw (uncompressed) bytes per shard when choosing items per shard.
 TARGET_SHARD_BYTES = 32 * 2**20
@@ -44,6 +44,11 @@ def size_class(side: int) -> int:
 def tile_side(cls_side: int) -> int:
     """Chunk side for a size class."""
     return cls_side if cls_side <= WHOLE_CHUNK_MAX else TILE
+
+
+def record_class_path(level: int, encoding_id: str, dtype: str, channels: int) -> str:
+    """Format 2.0: the key of a record class (bucket entry without geometry, spec/format.md §8.6)."""
+    return f"levels/{level}/{encoding_id}/{dtype}_c{channels}"
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,21 @@ class BucketSpec:
             dtype=str(d["dtype"]), slots_per_task=int(d["slots_per_task"]),
         )
         return b
+
+    @classmethod
+    def for_record(cls, d: dict[str, Any], height: int, width: int) -> BucketSpec:
+        """Format 2.0: the geometry of an ``height x width`` record of record class ``d`` — the
+        size classes of its sides (§8.1), as the writer chose them; no slots."""
+        return cls(level=int(d["level"]), encoding_id=str(d["encoding"]), channels=int(d["channels"]),
+                   height=size_class(height), width=size_class(width), packed=bool(d["packed"]),
+                   dtype=str(d["dtype"]), slots_per_task=1)
+
+    @property
+    def record_class(self) -> dict[str, Any]:
+        """Format 2.0: the manifest entry of this geometry's record class (without counts)."""
+        return {"path": record_class_path(self.level, self.encoding_id, self.dtype, self.channels),
+                "level": self.level, "encoding": self.encoding_id, "channels": self.channels,
+                "packed": self.packed, "dtype": self.dtype}
 
     # -- chunk addressing ------------------------------------------------------------
     def chunk_location(self, slot: int, ty: int, tx: int) -> tuple[str, int]:

@@ -171,6 +171,8 @@ _MANIFEST_FIELDS = {
 }
 _BUCKET_FIELDS = {"path", "level", "encoding", "channels", "height", "width", "packed",
                   "slots_per_task", "slots", "dtype", "stored_bytes", "params_shape"}
+#: Format 2.0 record classes: a bucket without geometry (each record's follows from its h x w).
+_RECORD_CLASS_FIELDS = {"path", "level", "encoding", "channels", "packed", "slots", "dtype", "stored_bytes"}
 
 
 _ENCODING_ID = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*-[0-9a-f]{8}$")
@@ -271,14 +273,18 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
         w = f"{where}.buckets[{i}]"
         if not isinstance(b, dict):
             raise FormatError(f"{w}: expected an object.")
-        extra = set(b) - _BUCKET_FIELDS
+        extra = set(b) - (_RECORD_CLASS_FIELDS if major >= 2 else _BUCKET_FIELDS)
         if extra:
             raise FormatError(f"{w}: unknown field(s) {sorted(extra)}.")
         level = _int_in(b, "level", 0, LIMITS["max_levels"] - 1, w)
         c = _int_in(b, "channels", 1, LIMITS["max_channels"], w)
-        h = _int_in(b, "height", 1, LIMITS["max_side"], w)
-        wd = _int_in(b, "width", 1, LIMITS["max_side"], w)
-        _int_in(b, "slots_per_task", 1, 2**20, w)
+        if major >= 2:  # a record class: each record's geometry follows from its own h x w
+            h = wd = 1
+            b = dict(b, height=1, width=1, slots_per_task=1, params_shape=None)
+        else:
+            h = _int_in(b, "height", 1, LIMITS["max_side"], w)
+            wd = _int_in(b, "width", 1, LIMITS["max_side"], w)
+            _int_in(b, "slots_per_task", 1, 2**20, w)
         _int_in(b, "slots", 0, 2**50, w)
         if "stored_bytes" in b:
             _int_in(b, "stored_bytes", 0, 2**62, w)
@@ -295,13 +301,16 @@ def validate_manifest(m: Any, where: str) -> dict[str, Any]:
         if enc not in encs:
             raise FormatError(f"{w}.encoding: {enc!r} is not in the manifest's encodings.")
         p = _req(b, "path", str, w)
-        if p != BucketSpec.from_dict(b).path:
+        spec = BucketSpec.from_dict(b)
+        if p != (spec.record_class["path"] if major >= 2 else spec.path):
             raise FormatError(f"{w}.path: {p!r} does not match the bucket's geometry.")
         q = parsed[enc].quantizer
         if packed != q.is_packed:
             raise FormatError(f"{w}.packed: {packed} disagrees with encoding {enc!r}.")
         if not q.is_lossless and dtype != q.storage_dtype(np.dtype(np.uint8)).name:
             raise FormatError(f"{w}.dtype: {dtype!r} is not the stored type of encoding {enc!r}.")
+        if major >= 2:
+            continue
         want = q.param_shape(c, h, wd)
         ps = b.get("params_shape")
         if (list(want) if want is not None else None) != ps:

@@ -330,9 +330,9 @@ def _check_record(ck: _Checker, i: int, li: int, rec: bytes, h: int, w: int, sha
 
     bd = ck.st.manifest["buckets"][int(ck.st.catalog.levels[li][i, 0])]
     enc = Encoding.from_dict(ck.st.manifest["encodings"][bd["encoding"]])
-    th, tw = BucketSpec.from_dict(bd).chunk_hw
+    th, tw = BucketSpec.for_record(bd, h, w).chunk_hw
     n = -(-h // th) * -(-w // tw)
-    ps = enc.quantizer.param_shape(bd["channels"], h, w) if bd.get("params_shape") else None
+    ps = enc.quantizer.param_shape(bd["channels"], h, w)
     shape = shape_cls(n, 4 * int(np.prod(ps)) if ps else 0)
     name = ck.st.catalog.names[i]
     try:

@@ -11,6 +11,8 @@ import numpy as np
 
 from qpyr.errors import BudgetError, InputError, ItemNotFoundError
 from qpyr.format.catalog import Catalog
+from qpyr.codecs.encoding import Encoding
+from qpyr.format.layout import BucketSpec, size_class
 from qpyr.read.bucket import Bucket
 
 __all__ = ["PlannedRead", "Planner", "check_auto"]
@@ -49,10 +51,28 @@ class Planner:
     Items are item numbers (``Store.item_index`` resolves names and negative indices).
     """
 
-    def __init__(self, catalog: Catalog, buckets: Sequence[Bucket], records: bool = False):
+    def __init__(self, catalog: Catalog, buckets: Sequence[Bucket] | None = None,
+                 classes: Sequence[tuple[dict[str, Any], Encoding]] | None = None):
+        """``buckets`` of a 1.x store, or the record ``classes`` (manifest entry, encoding) of a
+        2.0 store, whose records' geometry follows from their own ``h x w``."""
         self.catalog = catalog
-        self.buckets = buckets
-        self.records = records  # format 2.0
+        self.buckets: Sequence[Bucket] = buckets or []
+        self.classes = classes
+        self.records = classes is not None  # format 2.0
+        self._geometry: dict[tuple[int, int, int], Bucket] = {}
+
+    def bucket(self, bi: int, h: int, w: int) -> Bucket:
+        """The bucket (geometry, codec, constants) of an ``h x w`` level of bucket or class ``bi``."""
+        if self.classes is None:
+            return self.buckets[bi]
+        key = (bi, size_class(h), size_class(w))
+        b = self._geometry.get(key)
+        if b is None:
+            d, enc = self.classes[bi]
+            spec = BucketSpec.for_record(d, h, w)
+            ps = enc.quantizer.param_shape(spec.channels, spec.height, spec.width)
+            b = self._geometry[key] = Bucket(dict(spec.to_dict(), slots=0, params_shape=list(ps) if ps else None), enc)
+        return b
 
     def pick_level(self, i: int, *, max_bytes: int | None = None, target_size: int | None = None,
                    region: Region | None = None) -> int:
@@ -83,7 +103,7 @@ class Planner:
         bi, _slot, h, w, nbytes = self.catalog.levels[li][i, :5].tolist()
         if region is None:
             return int(nbytes)
-        b = self.buckets[bi]
+        b = self.bucket(bi, h, w)
         y0, x0, y1, x1 = self.window(i, li, h, w, region)
         ny, nx = -(-h // b.th), -(-w // b.tw)
         ty = -(-y1 // b.th) - y0 // b.th
@@ -134,7 +154,7 @@ class Planner:
         """The chunks of item ``i``'s level ``li`` that the window of ``region`` intersects."""
         row = self.catalog.levels[li][i]
         bi, slot, h, w = row[:4].tolist()
-        b = self.buckets[bi]
+        b = self.bucket(bi, h, w)
         y0, x0, y1, x1 = self.window(i, li, h, w, region)
         th, tw, k, ny, nx = b.th, b.tw, b.k, b.ny, b.nx
         if self.records:

@@ -122,7 +122,8 @@ def read_catalog(ostore: ObjectStore, m: dict[str, Any]) -> Catalog:
     bk = m["buckets"]
     b_level = np.array([b["level"] for b in bk], np.int64)
     b_slots = np.array([b["slots"] for b in bk], np.int64)
-    b_hwc = np.array([[b["height"], b["width"], b["channels"]] for b in bk], np.int64).reshape(-1, 3)
+    side = fmt.LIMITS["max_side"]  # 2.0 record classes bound h, w by the format's limit only
+    b_hwc = np.array([[b.get("height", side), b.get("width", side), b["channels"]] for b in bk], np.int64).reshape(-1, 3)
     v2 = fmt.major_version(m) >= 2
     ncol = len(fmt.level_columns(m))
     levels, quality, shards = [], [], []

@@ -54,10 +54,14 @@ class Store:
         self.url = ostore.url
         self.catalog = catalog
         self._encodings = {k: Encoding.from_dict(v) for k, v in manifest["encodings"].items()}
-        self._buckets = [Bucket(b, self._encodings[b["encoding"]]) for b in manifest["buckets"]]
         # one reader per format major, newest first: 2.0 records, else 1.x bucket slots
         self._records = fmt.major_version(manifest) >= 2
-        self._planner = Planner(catalog, self._buckets, records=self._records)
+        if self._records:
+            self._buckets: list[Bucket] = []
+            self._planner = Planner(catalog, classes=[(b, self._encodings[b["encoding"]]) for b in manifest["buckets"]])
+        else:
+            self._buckets = [Bucket(b, self._encodings[b["encoding"]]) for b in manifest["buckets"]]
+            self._planner = Planner(catalog, self._buckets)
         self._fetcher: Fetcher = (RecordFetcher(ostore, catalog, manifest["records"]) if self._records
                                   else Fetcher(ostore, catalog))
 
@@ -114,17 +118,27 @@ class Store:
         levels = []
         for li in range(nl):
             bi, slot, lh, lw, nbytes, dec = (int(x) for x in self.catalog.levels[li][i][:6])
-            b = self._buckets[bi]
+            bd = self.manifest["buckets"][bi]
+            enc = self._encodings[bd["encoding"]]
             p, s = (float(x) for x in self.catalog.quality[li][i])
             levels.append({
-                "level": li, "shape": [c, lh, lw], "dtype": b.enc.quantizer.dtype.value if not b.enc.quantizer.is_lossless else fmt.DTYPE_CODES[code],
-                "encoding": b.enc.label, "encoding_id": b.spec.encoding_id, "bucket": b.spec.path,
+                "level": li, "shape": [c, lh, lw], "dtype": enc.quantizer.dtype.value if not enc.quantizer.is_lossless else fmt.DTYPE_CODES[code],
+                "encoding": enc.label, "encoding_id": bd["encoding"], "bucket": bd["path"],
                 **({"task": slot, "offset": int(self.catalog.levels[li][i][6])} if self._records else {"slot": slot}),
                 "stored_bytes": nbytes, "psnr": p, "ssim": s, "decision": fmt.DECISIONS[dec],
             })
         return {"name": self.catalog.names[i], "dtype": fmt.DTYPE_CODES[code], "shape": [c, h, w], "levels": levels}
 
     # ------------------------------------------------------------------ level choice
+    def bucket_of(self, item: int | str, level: int) -> Bucket:
+        """The bucket (1.x) or record geometry (2.0) of an item's level: tile size, codec,
+        stored dtype (for tools and tests that look at the stored bytes)."""
+        i = self.item_index(item)
+        bi, _slot, h, w = self.catalog.levels[level][i, :4].tolist()
+        if bi < 0:
+            raise ItemNotFoundError(f"Item {self.catalog.names[i]!r} has no level {level}.")
+        return self._planner.bucket(bi, h, w)
+
     def level_shapes(self, level: int) -> np.ndarray:
         """``int64 [N, 2]`` of every item's ``(h, w)`` at ``level`` (-1 where an item has fewer
         levels), from the catalog: no I/O. For samplers that bucket by size or aspect ratio."""

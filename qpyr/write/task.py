@@ -194,16 +194,13 @@ def _place_record(heaps: dict[int, LevelHeap], ostore: ObjectStore, task: int, l
         h = heaps[li] = LevelHeap(ostore, li, task, options.shard_bytes, fmt.TASK_SHARDS)
     spec, enc = e.spec, e.encoding
     encodings[enc.id] = enc.to_dict()
-    if spec.path not in buckets:
-        d = dict(spec.to_dict(), slots_per_task=1)  # 2.0: no slots (the field stays, always 1)
-        pshape = enc.quantizer.param_shape(spec.channels, spec.height, spec.width)
-        d["params_shape"] = list(pshape) if pshape is not None else None
-        buckets[spec.path] = d
+    rc = spec.record_class  # 2.0: the geometry follows from each record's own h x w
+    buckets.setdefault(rc["path"], rc)
     if e.params is not None and tuple(e.params.shape) != enc.quantizer.param_shape(spec.channels, e.height, e.width):
         raise FormatError(f"internal: parameters of shape {e.params.shape} for a {e.height}x{e.width} level")
     record = record_of(e)
     off = h.add(record)
-    n, nbytes = counts.get(spec.path, (0, 0))
-    counts[spec.path] = (n + 1, nbytes + len(record))
-    return {"bucket": spec.path, "task": task, "offset": off, "h": e.height, "w": e.width, "bytes": len(record),
+    n, nbytes = counts.get(rc["path"], (0, 0))
+    counts[rc["path"]] = (n + 1, nbytes + len(record))
+    return {"bucket": rc["path"], "task": task, "offset": off, "h": e.height, "w": e.width, "bytes": len(record),
             "psnr": fmt.json_float(e.psnr), "ssim": fmt.json_float(e.ssim), "decision": e.decision}

@@ -205,13 +205,14 @@ def test_dollars_follow_usage_and_ia_minimums(small_corpus) -> None:
     tasks = -(-r.readable_items // 256)
     assert set(mixed.reads) == {"streaming", "random"}
     (sq, sb), (rq, rb) = mixed.reads["streaming"], mixed.reads["random"]
-    assert tasks <= sq - 3 < 10 * tasks < rq / 100 and items <= rq <= items * 1.0001
+    # <= 3 levels, one 32 MiB shard per pack task and level (256 small images fill ~3 MB of it)
+    assert tasks < sq < 4 * tasks < rq / 30 and items <= rq <= items * 1.0001
     assert sb == pytest.approx(rb, rel=0.01)  # the same bytes, plus the shards' framing
     for c in mixed.costs:
         st, rd = c.access["streaming"], c.access["random"]
         assert (c.read_requests_per_month, c.total_over_months) == (st.read_requests_per_month, st.total_over_months)
         assert (st.read_requests_per_month, rd.read_requests_per_month) == pytest.approx((3 * sq, 3 * rq))
-        assert rd.reads_per_month > 100 * st.reads_per_month > 0
+        assert rd.reads_per_month > 10 * st.reads_per_month > 0  # S3-IA adds a retrieval fee per GB to both
         assert rd.total_over_months.mean - st.total_over_months.mean == pytest.approx(
             6 * (rd.reads_per_month - st.reads_per_month) + 6 * (rd.egress_per_month - st.egress_per_month))
     for c in jpeg.costs:  # one GET per file, whatever the order

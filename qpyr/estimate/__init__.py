@@ -22,7 +22,8 @@ Modules, one job each:
 ``baselines``             fp32 / fp16 / lossless / JPEG q90 baselines, the policies compared
 ``regression``            covariates, two-phase regression, bootstrap interval
 ``planner``               per-level bucket of an image under a policy, without pixels
-``layout_model``          shards, indexes, metadata, catalog, objects of the projected store
+``layout_model``          format 2.0: shards, framing, documents, catalog, objects, reads per access pattern
+``layout_model_1x``       the same for the 1.x layout (``format="1"``): buckets, shard indexes
 ``pricing``               storage classes and dollars of a projection
 ``results``               the typed results (``to_dict()`` is the ``--json`` document)
 ``estimator``             :func:`estimate`: the steps above in order
@@ -64,7 +65,8 @@ _HOMES = {
     "estimate_store": "existing",
 }
 #: Modules, importable as attributes (``qpyr.estimate.cost``) without an import statement.
-_SUBMODULES = ("baselines", "cost", "estimator", "existing", "layout_model", "options", "packing", "planner",
+_SUBMODULES = ("baselines", "cost", "estimator", "existing", "layout_model", "layout_model_1x", "options", "packing",
+               "planner",
                "prices", "pricing", "probe", "regression", "render", "results", "sampling", "sources")
 
 

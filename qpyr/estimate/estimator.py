@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 
 from qpyr.errors import InputError, InputNotFoundError, QpyrError
-from qpyr.estimate.baselines import JPEG_POLICY, LABELS, jpeg_sample, policy_list
 from qpyr.estimate import layout_model, layout_model_1x
+from qpyr.estimate.baselines import JPEG_POLICY, LABELS, jpeg_sample, policy_list
 from qpyr.estimate.layout_model import ACCESS_PATTERNS, StoreLayout, integer_histogram
 from qpyr.estimate.options import (
     CONFIDENCE,

@@ -91,15 +91,16 @@ def collect_buckets(planner: Planner, geoms: Sequence[Geom], pred: np.ndarray
         mine = []
         for li, row in enumerate(planner.plan(g)):
             for wgt, spec, pshape, n_chunks, n_cells, _eid in row:
-                b = buckets.get(spec.path)
+                key = planner.key(spec)
+                b = buckets.get(key)
                 if b is None:
-                    b = buckets[spec.path] = Bucket(spec, pshape)
-                    index_of[spec.path] = len(index_of)
+                    b = buckets[key] = Bucket(spec, pshape)
+                    index_of[key] = len(index_of)
                 b.mass += wgt / m
                 b.chunks += wgt * n_chunks / m
                 b.cells = max(b.cells, n_cells)
                 b.data += wgt * (pred[j, li] if li < pred.shape[1] else 0.0) / m
-                mine.append((index_of[spec.path], wgt))
+                mine.append((index_of[key], wgt))
         member.append(mine)
     return list(buckets.values()), member
 
@@ -236,11 +237,10 @@ def calibrate(packed: Packed, n_items: int) -> StoreCalibration:
 
     m = packed.manifest
     base = catalog_path(int(m["generation"]))
-    docs = {k: v for k, v in packed.docs.items()}
     fixed: dict[str, int] = {}
     level_docs: dict[int, dict[str, Any]] = {}
     arrays: dict[str, dict[str, Any]] = {}
-    for key, raw in docs.items():
+    for key, raw in packed.docs.items():
         if key == "zarr.json":
             continue
         parts = key.split("/")

@@ -13,11 +13,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from qpyr.estimate.layout_model import LevelReads, StoreLayout, Bucket, exp_ceil_div, unseen_buckets
+from qpyr.estimate.layout_model import Bucket, LevelReads, StoreLayout, exp_ceil_div, unseen_buckets
 from qpyr.estimate.packing import Packed
 from qpyr.estimate.planner import Planner
 from qpyr.estimate.probe import Geom

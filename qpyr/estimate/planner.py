@@ -60,6 +60,8 @@ class Planner:
 
         self.policy = parse_policy(spec)
         self.spt = DEFAULT_SLOTS_PER_TASK
+        #: format 2.0 names record classes (no geometry) where 1.x names size-class buckets
+        self.records = "records" in packed.manifest
         self._cache: dict[tuple[int, int, int, str], list[list[tuple[float, Any, Any, int, int, str]]]] = {}
         # Policies that search encodings on the pixels (they expose plan_encoded) are content
         # dependent by construction; for the others, check the shape-only plan on the sample.
@@ -67,7 +69,7 @@ class Planner:
         if self.shape_only:
             try:
                 for g, actual in zip(sample_geoms, packed.buckets, strict=True):
-                    if [opts[0][1].path for opts in self.plan(g)] != actual:
+                    if [self.key(opts[0][1]) for opts in self.plan(g)] != actual:
                         self.shape_only = False
                         break
             except Exception:  # a plan that needs pixels fails on shape-only arrays
@@ -85,6 +87,13 @@ class Planner:
                     counts[li][eid] += 1
             for li, cnt in counts.items():
                 self._by_level[li] = _encoding_mix(cnt, encs)
+
+    def key(self, spec: Any) -> str:
+        """The manifest path of the bucket ``spec`` (a ``BucketSpec``) lands in: 1.x its array's
+        path; 2.0 its record class's (level, encoding, dtype, channels: no size classes)."""
+        if self.records and hasattr(spec, "record_class"):
+            return str(spec.record_class["path"])
+        return str(spec.path)
 
     def plan(self, g: Geom) -> list[list[tuple[float, Any, Any, int, int, str]]]:
         """Per level: [(weight, BucketSpec, param shape, chunks, shard cells, encoding id)]."""

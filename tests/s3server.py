@@ -46,9 +46,11 @@ class FaultInjector:
         self.pending = 0
         self.served = 0  # injected failures answered so far
         self.status, self.code, self.method = 503, "SlowDown", "GET"
+        self.log: list[tuple[str, str]] = []  # (method, path) of every request that reached the server
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         with self.lock:
+            self.log.append((str(environ.get("REQUEST_METHOD")), str(environ.get("PATH_INFO"))))
             hit = self.pending > 0 and environ.get("REQUEST_METHOD") == self.method
             if hit:
                 self.pending -= 1
@@ -130,6 +132,12 @@ class S3Server:
         with self.faults.lock:
             self.faults.pending, self.faults.status, self.faults.code, self.faults.method = n, status, code, method
             self.faults.served = 0
+
+    def gets(self, prefix: str) -> int:
+        """GET requests the server received for keys starting with ``prefix`` (``/bucket/key...``)."""
+        assert self.faults is not None
+        with self.faults.lock:
+            return sum(1 for m, p in self.faults.log if m == "GET" and p.startswith(prefix))
 
     @property
     def failures_served(self) -> int:

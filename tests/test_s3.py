@@ -100,6 +100,39 @@ def test_dataloader_reads_from_s3_in_forked_workers(s3_store, small_photos):
     assert names == [st.names[i] for i in sd.epoch_order(0)]
 
 
+def test_format_2_streaming_epoch_is_one_get_per_shard_and_a_random_read_one_get(s3, s3_server, photos):
+    """Format 2.0 on the S3 server, counted by the server: a streaming epoch of a level fetches
+    every shard of it once per reader process (one GET each); a map-style read of one
+    item-level is one ranged GET of its record."""
+    bucket, so = s3
+    url = f"{bucket}/crops.qpyr"
+    rng = np.random.default_rng(3)
+    crops = {}
+    for k in range(36):
+        a = list(photos.values())[k % len(photos)]
+        h, w = int(rng.integers(48, 200)), int(rng.integers(48, 200))
+        y, x = int(rng.integers(0, a.shape[0] - h)), int(rng.integers(0, a.shape[1] - w))
+        crops[f"c{k:02d}"] = np.ascontiguousarray(a[y:y + h, x:x + w])
+    st = qpyr.pack(crops, url, policy="int8", levels=3, storage_options=so, shard_bytes=2**16, slots_per_task=12)
+    key = "/" + url[len("s3://"):]
+    for level in (0, 2):
+        shards = st.manifest["records"]["shards"][level]
+        before = s3_server.gets(f"{key}/levels/{level}/records/c/")
+        ds = StreamingPyramidDataset(url, levels=[level], storage_options=so, batch_size=4, seed=level)
+        assert sorted(s["name"] for s in ds) == sorted(crops)
+        assert s3_server.gets(f"{key}/levels/{level}/records/c/") - before == shards >= (3 if level == 0 else 1)
+        # two workers: each reads the shards its runs touch, at most once
+        before = s3_server.gets(f"{key}/levels/{level}/records/c/")
+        loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate_list)
+        assert sorted(n for b in loader for n in b["name"]) == sorted(crops)
+        assert s3_server.gets(f"{key}/levels/{level}/records/c/") - before <= 2 * shards
+    st = qpyr.open(url, storage_options=so)
+    for name in ("c03", "c17", "c35"):
+        before = s3_server.gets(f"{key}/levels/0/records/c/")
+        st.read(name, 0)
+        assert s3_server.gets(f"{key}/levels/0/records/c/") - before == 1
+
+
 def test_missing_bucket_bad_credentials_and_unreachable_endpoint_are_clear_errors(s3_store, s3_server, capsys,
                                                                                   tmp_path, small_photos):
     url, so = s3_store

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from qpyr.codecs.encoding import Encoding
 from qpyr.errors import BudgetError, InputError, ItemNotFoundError
 from qpyr.format.catalog import Catalog
-from qpyr.codecs.encoding import Encoding
 from qpyr.format.layout import BucketSpec, size_class
 from qpyr.read.bucket import Bucket
 

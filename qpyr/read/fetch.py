@@ -147,11 +147,14 @@ class Fetcher:
         return out
 
     # ------------------------------------------------------------------ fetch
-    def fetch(self, reqs: list[PlannedRead], *, coefficients: bool = False, pin: bool = False) -> list[LevelPayload]:
+    def fetch(self, reqs: list[PlannedRead], *, coefficients: bool = False, pin: bool = False,
+              finish: Callable[[LevelPayload], Any] | None = None) -> list[Any]:
         """One payload per planned read, all byte ranges fetched in one batch.
 
         ``coefficients=True`` keeps split codecs' output as coefficients; ``pin=True`` stages
-        samples in pinned memory (where there is a GPU).
+        samples in pinned memory (where there is a GPU). ``finish`` is applied to each payload
+        as soon as it is complete (2.0 stores: right after its entropy decoding, while its
+        samples are in cache) and its results are returned instead.
         """
         idx_of = self._indexes(reqs)
         params = self._params(reqs)
@@ -191,7 +194,8 @@ class Fetcher:
             for off, nb, ri, ci in g:
                 a = off - base
                 self._check_place(reqs[ri], ci, mv[a:a + nb], outs[ri], f"shard {key}")
-        return [self._finish_payload(r, o, self._slot_params(r, params)) for r, o in zip(reqs, outs, strict=True)]
+        done = [self._finish_payload(r, o, self._slot_params(r, params)) for r, o in zip(reqs, outs, strict=True)]
+        return done if finish is None else [finish(p) for p in done]
 
     # ------------------------------------------------------------------ staging
     def _check_place(self, r: PlannedRead, ci: int, chunk: memoryview, o: dict[str, Any], where: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -147,7 +148,8 @@ class RecordFetcher(Fetcher):
         return out
 
     # ------------------------------------------------------------------ fetch
-    def fetch(self, reqs: list[PlannedRead], *, coefficients: bool = False, pin: bool = False) -> list[LevelPayload]:
+    def fetch(self, reqs: list[PlannedRead], *, coefficients: bool = False, pin: bool = False,
+              finish: Callable[[LevelPayload], Any] | None = None) -> list[Any]:
         shapes = [self._shape(r) for r in reqs]
         whole = [len(r.chunks) == r.record[3] or s.header_nbytes == 0 for r, s in zip(reqs, shapes, strict=True)]  # type: ignore[index]
         # region reads of multi-tile records: the header first (tile table, parameters)
@@ -194,7 +196,9 @@ class RecordFetcher(Fetcher):
             o = self._start_payload(r, coefficients, pin)
             for ci, k, a, b in layout[i]:
                 self._check_place(r, ci, mine[k][a:b], o, f"record of task row {r.record[0]}")  # type: ignore[index]
-            outs.append(self._finish_payload(r, o, self._record_params(r, params[i])))
+            payload = self._finish_payload(r, o, self._record_params(r, params[i]))
+            # finished while its samples are still in cache (a batch's are not, by its end)
+            outs.append(payload if finish is None else finish(payload))
         return outs
 
     def _shape(self, r: PlannedRead) -> RecordShape:

@@ -19,7 +19,7 @@ cost per call is larger than the whole decode of a coarse level's item.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -224,11 +224,14 @@ class Store:
         target_size: int | None = None,
         coefficients: bool = False,
         pin_memory: bool = False,
-    ) -> list[LevelPayload]:
+        finish: Callable[[LevelPayload], Any] | None = None,
+    ) -> list[Any]:
         """:meth:`fetch` of one level of many items, with all their byte ranges in one batch
-        (adjacent chunks of neighbouring items coalesced). ``level="auto"`` picks per item."""
+        (adjacent chunks of neighbouring items coalesced). ``level="auto"`` picks per item.
+        ``finish(payload)``, when given, is applied to each payload as soon as it is complete
+        (e.g. ``decode``, while the samples are still in cache) and its results are returned."""
         reqs = self._batch_plan(items, level, region, max_bytes, target_size)
-        return self._fetcher.fetch(reqs, coefficients=coefficients, pin=pin_memory)
+        return self._fetcher.fetch(reqs, coefficients=coefficients, pin=pin_memory, finish=finish)
 
     def _batch_plan(self, items: Sequence[int | str], level: int | str, region: Region | None,
                     max_bytes: int | None, target_size: int | None) -> list[PlannedRead]:

@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from qpyr.errors import InputError
-from qpyr.read.payload import check_dtype
+from qpyr.read.payload import LevelPayload, check_dtype
 from qpyr.read.pruned import with_coarser
 from qpyr.read.store import Store, open_store
 from qpyr.torch._distributed import dist_rank_world
@@ -149,15 +149,18 @@ class _Source:
         levels: list[dict[int, Any]] = [{} for _ in idx]
         for (key, li), js in plan.items():
             items = [idx[j] for j in js]
-            # pruned qpyr.tiles levels carry the coarser level they fill from (decode() fills
-            # them exactly as Store.read does), wherever they are decoded
-            payloads = with_coarser(st, items, li, st.fetch_batch(items, li, coefficients=self.device_decode))
-            for j, p in zip(js, payloads, strict=True):
-                if self.device_decode:
-                    levels[j][key] = p
-                else:
-                    t = p.decode("cpu", self.dtype)
-                    levels[j][key] = t if self.transform is None else self.transform(t)
+            # on the CPU each payload is decoded as soon as it is fetched (in cache); pruned
+            # qpyr.tiles levels stay payloads: they carry the coarser level they fill from
+            # (decode() fills them exactly as Store.read does), wherever they are decoded
+            now = None if self.device_decode else (lambda p: p if p.pruned else p.decode("cpu", self.dtype))
+            got = st.fetch_batch(items, li, coefficients=self.device_decode, finish=now)
+            pending = [k for k, g in enumerate(got) if isinstance(g, LevelPayload)]
+            if pending:
+                filled = with_coarser(st, [items[k] for k in pending], li, [got[k] for k in pending])
+                for k, p in zip(pending, filled, strict=True):
+                    got[k] = p if self.device_decode else p.decode("cpu", self.dtype)
+            for j, t in zip(js, got, strict=True):
+                levels[j][key] = t if self.transform is None or self.device_decode else self.transform(t)
         names = st.catalog.names
         return [{"name": names[i], "index": i, "levels": lv} for i, lv in zip(idx, levels, strict=True)]
 

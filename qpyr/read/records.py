@@ -105,7 +105,7 @@ class RecordFetcher(Fetcher):
         """Bytes ``[a, b)`` of the task rows of each ``(read, a, b)``, in one batch."""
         pieces: list[list[_Piece]] = []
         for r, a, b in wants:
-            task = r.record[0]  # type: ignore[index]
+            task = _record(r)[0]
             pieces.append([(task, j, o0, o1) for j, o0, o1 in heap.pieces(a, b - a, self.S)])
         if self._buffer_max > 0:
             shards = {(r.level, p[0], p[1]): r for (r, _, _), ps in zip(wants, pieces, strict=True) for p in ps}
@@ -151,10 +151,10 @@ class RecordFetcher(Fetcher):
     def fetch(self, reqs: list[PlannedRead], *, coefficients: bool = False, pin: bool = False,
               finish: Callable[[LevelPayload], Any] | None = None) -> list[Any]:
         shapes = [self._shape(r) for r in reqs]
-        whole = [len(r.chunks) == r.record[3] or s.header_nbytes == 0 for r, s in zip(reqs, shapes, strict=True)]  # type: ignore[index]
+        whole = [len(r.chunks) == _record(r)[3] or s.header_nbytes == 0 for r, s in zip(reqs, shapes, strict=True)]
         # region reads of multi-tile records: the header first (tile table, parameters)
         partial = [i for i, w in enumerate(whole) if not w]
-        headers = dict(zip(partial, self._get([(reqs[i], reqs[i].record[1], reqs[i].record[1] + shapes[i].header_nbytes)  # type: ignore[index]
+        headers = dict(zip(partial, self._get([(reqs[i], _record(reqs[i])[1], _record(reqs[i])[1] + shapes[i].header_nbytes)
                                                for i in partial]), strict=True)) if partial else {}
         wants: list[tuple[PlannedRead, int, int]] = []
         # per read: (chunk index, which of its ranges, start in that range's bytes, end)
@@ -162,7 +162,7 @@ class RecordFetcher(Fetcher):
         nwant: list[int] = []  # ranges per read
         params: list[bytes] = []
         for i, r in enumerate(reqs):
-            task, off, nbytes, _n = r.record  # type: ignore[misc]
+            _task, off, nbytes, _n = _record(r)
             if whole[i]:
                 wants.append((r, off, off + nbytes))
                 layout.append([])
@@ -195,7 +195,7 @@ class RecordFetcher(Fetcher):
                 layout[i] = [(ci, 0, int(offs[inner]), int(offs[inner + 1])) for ci, (_, inner, _, _) in enumerate(r.chunks)]
             o = self._start_payload(r, coefficients, pin)
             for ci, k, a, b in layout[i]:
-                self._check_place(r, ci, mine[k][a:b], o, f"record of task row {r.record[0]}")  # type: ignore[index]
+                self._check_place(r, ci, mine[k][a:b], o, f"record of task row {_record(r)[0]}")
             payload = self._finish_payload(r, o, self._record_params(r, params[i]))
             # finished while its samples are still in cache (a batch's are not, by its end)
             outs.append(payload if finish is None else finish(payload))
@@ -204,10 +204,10 @@ class RecordFetcher(Fetcher):
     def _shape(self, r: PlannedRead) -> RecordShape:
         b = r.b
         if b.params_shape is None:
-            return RecordShape(r.record[3], 0)  # type: ignore[index]
+            return RecordShape(_record(r)[3], 0)
         h, w = self.catalog.levels[r.level][r.i, 2:4].tolist()
         ps = b.enc.quantizer.param_shape(b.spec.channels, h, w)
-        return RecordShape(r.record[3], 4 * int(np.prod(ps)))  # type: ignore[index, arg-type]
+        return RecordShape(_record(r)[3], 4 * int(np.prod(ps or ())))
 
     def _record_params(self, r: PlannedRead, raw: bytes | memoryview) -> torch.Tensor | None:
         b = r.b
@@ -216,6 +216,13 @@ class RecordFetcher(Fetcher):
         h, w = self.catalog.levels[r.level][r.i, 2:4].tolist()
         ps = b.enc.quantizer.param_shape(b.spec.channels, h, w)
         return torch.from_numpy(np.frombuffer(bytes(raw), "<f4").reshape(ps).astype(np.float32))
+
+
+def _record(r: PlannedRead) -> tuple[int, int, int, int]:
+    """``(task, offset, bytes, tiles)`` of a format-2.0 planned read."""
+    if r.record is None:  # pragma: no cover - the 2.0 planner always sets it
+        raise FormatError("internal: a format 2.0 read without a record address")
+    return r.record
 
 
 def _runs(tiles: list[int]) -> list[tuple[int, int]]:

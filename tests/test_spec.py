@@ -527,6 +527,17 @@ def test_golden_2_store_reads_back_exactly_and_equals_the_1x_store(name: str) ->
                 assert np.array_equal(t.numpy(), exp), f"{name}: {item} level {level} ({root.name})"
 
 
+@pytest.mark.parametrize("root,name", [(GOLDEN, n) for n in GOLDEN_NAMES] + [(GOLDEN_2, n) for n in GOLDEN_2_NAMES],
+                         ids=lambda v: v if isinstance(v, str) else v.name)
+def test_golden_stores_of_both_majors_verify(root: Path, name: str) -> None:
+    """Every committed 1.x and 2.0 golden store passes ``verify`` with every level decoded."""
+    from qpyr.ops.verify import verify
+
+    rep = verify(qpyr.open(str(root / name / "store.qpyr")), decode=True)
+    assert rep.ok, rep.problems
+    assert rep.shards > 0 and rep.chunks >= 6
+
+
 def _standard_codecs_only(name: str) -> bool:
     """Whether a golden store's encodings all use zstd/blosc (records of the namespaced codecs
     decode by spec/codecs/*.md, which the codec-vector tests cover)."""

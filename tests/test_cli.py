@@ -200,7 +200,7 @@ def test_broken_stores_fail_clearly(tmp_path, capsys):
     _fails(["verify", str(bad)], capsys, "malformed JSON")
     _fails(["info", str(tmp_path / "missing.qpyr")], capsys, "not a qpyr store")
     # altered chunk bytes: verify names item, level and chunk; exit 1
-    shard = next(p for p in (url / "levels" / "1").rglob("*") if p.is_file() and "/records/c/" in p.as_posix())
+    shard = next(p for p in (url / "levels" / "1").rglob("*") if p.is_file() and "/c/" in p.as_posix())
     data = bytearray(shard.read_bytes())
     from qpyr.format.heap import span
 

@@ -82,7 +82,7 @@ def test_sample_covering_the_corpus_gives_the_store_and_its_reads_exactly(photos
     assert p.projected_bytes.mean == store.total_bytes and p.objects == len(files)
     actual = estimate_store(url, read_levels=[0], reads_per_month=1, providers=["aws-s3:standard"]).policies[0]
     assert p.reads == actual.reads
-    shards0 = sum(1 for k in files if k.startswith("levels/0/records/c/"))
+    shards0 = sum(1 for k in files if k.startswith("levels/0/c/"))
     assert shards0 == store.manifest["records"]["shards"][0] > 1
 
     # the reader's own count (it does not count the one catalog listing the model adds)

@@ -270,7 +270,7 @@ def test_fuzzed_chunk_bytes_and_shard_indexes(work, data):
 
 
 def _record_shards(url: Path) -> list[Path]:
-    return sorted(p for p in url.rglob("*") if p.is_file() and "/records/c/" in p.as_posix())
+    return sorted(p for p in (url / "levels").rglob("*") if p.is_file() and "/c/" in p.as_posix())
 
 
 @FUZZ
@@ -288,7 +288,7 @@ def test_fuzzed_record_shards(work, data):
     S = m["records"]["shard_bytes"]
     raw = bytearray(shard.read_bytes())
     s = qpyr.open(str(url))
-    li, task, j = int(shard.parts[-5]), int(shard.parts[-2]), int(shard.parts[-1])
+    li, task, j = int(shard.parts[-4]), int(shard.parts[-2]), int(shard.parts[-1])
     row = s.catalog.shards[li][(s.catalog.shards[li][:, 0] == task) & (s.catalog.shards[li][:, 1] == j)][0]
     used = int(row[2])
     kind = data.draw(st.sampled_from(["flip", "garbage", "garbage", "record", "frame", "truncate"]))

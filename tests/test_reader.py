@@ -304,7 +304,7 @@ def test_truncated_shard_and_missing_shard_are_format_errors(tmp_path, small_pho
     qpyr.pack({"coffee": small_photos["coffee"]}, url, policy="lossless:codec=zstd", levels=2)
     st = qpyr.open(url)
     shard = next(os.path.join(d, f) for d, _, fs in os.walk(os.path.join(url, "levels", "1")) for f in fs
-                 if "/records/c/" in os.path.join(d, f).replace(os.sep, "/"))
+                 if "/c/" in os.path.join(d, f).replace(os.sep, "/"))
     data = open(shard, "rb").read()
     open(shard, "wb").write(data[:500])  # the record's first bytes survive, the rest does not
     with pytest.raises(FormatError, match="item 'coffee' level 1"):

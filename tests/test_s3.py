@@ -117,20 +117,20 @@ def test_format_2_streaming_epoch_is_one_get_per_shard_and_a_random_read_one_get
     key = "/" + url[len("s3://"):]
     for level in (0, 2):
         shards = st.manifest["records"]["shards"][level]
-        before = s3_server.gets(f"{key}/levels/{level}/records/c/")
+        before = s3_server.gets(f"{key}/levels/{level}/c/")
         ds = StreamingPyramidDataset(url, levels=[level], storage_options=so, batch_size=4, seed=level)
         assert sorted(s["name"] for s in ds) == sorted(crops)
-        assert s3_server.gets(f"{key}/levels/{level}/records/c/") - before == shards >= (3 if level == 0 else 1)
+        assert s3_server.gets(f"{key}/levels/{level}/c/") - before == shards >= (3 if level == 0 else 1)
         # two workers: each reads the shards its runs touch, at most once
-        before = s3_server.gets(f"{key}/levels/{level}/records/c/")
+        before = s3_server.gets(f"{key}/levels/{level}/c/")
         loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate_list)
         assert sorted(n for b in loader for n in b["name"]) == sorted(crops)
-        assert s3_server.gets(f"{key}/levels/{level}/records/c/") - before <= 2 * shards
+        assert s3_server.gets(f"{key}/levels/{level}/c/") - before <= 2 * shards
     st = qpyr.open(url, storage_options=so)
     for name in ("c03", "c17", "c35"):
-        before = s3_server.gets(f"{key}/levels/0/records/c/")
+        before = s3_server.gets(f"{key}/levels/0/c/")
         st.read(name, 0)
-        assert s3_server.gets(f"{key}/levels/0/records/c/") - before == 1
+        assert s3_server.gets(f"{key}/levels/0/c/") - before == 1
 
 
 def test_missing_bucket_bad_credentials_and_unreachable_endpoint_are_clear_errors(s3_store, s3_server, capsys,

@@ -360,9 +360,10 @@ def _records_documents_follow_the_spec(store: Any) -> None:
     m = store.manifest
     S, M = m["records"]["shard_bytes"], m["records"]["task_shards"]
     keys = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    assert not [k for k in keys if k.startswith("levels/") and "/records/" not in k and k.count("/") > 2]
+    assert [k for k in keys if k.startswith("levels/")
+            and not re.fullmatch(r"levels/(zarr\.json|[0-9]+/zarr\.json|[0-9]+/c/[0-9]+/[0-9]+)", k)] == []
     for li in range(m["levels"]):
-        doc = _load(root / f"levels/{li}/records/zarr.json")
+        doc = _load(root / f"levels/{li}/zarr.json")
         assert doc == {"zarr_format": 3, "node_type": "array", "shape": [m["tasks"], M * S], "data_type": "uint8",
                        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, S]}},
                        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
@@ -370,10 +371,10 @@ def _records_documents_follow_the_spec(store: Any) -> None:
                        "attributes": {"qpyr": {"role": "records"}}, "dimension_names": ["task", "byte"]}
         shards = store.catalog.shards[li]
         assert len(shards) == m["records"]["shards"][li]
-        assert [k for k in keys if k.startswith(f"levels/{li}/records/c/")] == sorted(
-            f"levels/{li}/records/c/{t}/{j}" for t, j, _, _ in shards.tolist())
+        assert [k for k in keys if k.startswith(f"levels/{li}/c/")] == sorted(
+            f"levels/{li}/c/{t}/{j}" for t, j, _, _ in shards.tolist())
         for t, j, used, nbytes in shards.tolist():
-            obj = (root / f"levels/{li}/records/c/{t}/{j}").read_bytes()
+            obj = (root / f"levels/{li}/c/{t}/{j}").read_bytes()
             assert len(obj) == nbytes
             params = zstandard.get_frame_parameters(obj)
             assert params.content_size == S and not params.has_checksum
@@ -482,7 +483,7 @@ def _spec_decoder_2(store_path: Path) -> dict[str, np.ndarray]:
     out = {}
     for level in range(m["levels"]):
         tab = g[f"catalog/level_{level}"][...]
-        heap = g[f"levels/{level}/records"]
+        heap = g[f"levels/{level}"]
         for i, name in enumerate(names):
             bi, task, h, w, n, _dec, off = (int(v) for v in tab[i])
             if bi < 0:

@@ -101,8 +101,8 @@ def test_corpus_of_1000_mixed_size_images_has_few_objects(tmp_path):
     objs = store.object_store.list_sizes()
     tasks = store.manifest["tasks"]
     for li in range(2):
-        shards = [k for k in objs if k.startswith(f"levels/{li}/") and "/records/c/" in k]
-        level_bytes = sum(v for k, v in objs.items() if k.startswith(f"levels/{li}/records/c/"))
+        shards = [k for k in objs if k.startswith(f"levels/{li}/c/")]
+        level_bytes = sum(v for k, v in objs.items() if k.startswith(f"levels/{li}/c/"))
         # shards fill to the byte target: at most one partial shard per task
         assert 0 < len(shards) <= -(-level_bytes // 2**20) + tasks, (li, len(shards))
         assert len(shards) == store.manifest["records"]["shards"][li]
@@ -168,7 +168,7 @@ g = zarr.open_group(url, mode='r')
 m = g.attrs['qpyr']
 cat = zarr.open_array(url + '/catalog/level_0', mode='r')[:]
 bucket, task, h, w, n, dec, off = (int(x) for x in cat[0])
-rec = bytes(g['levels/0/records'][task, off:off + n])
+rec = bytes(g['levels/0'][task, off:off + n])
 b = m['buckets'][bucket]
 cls = lambda s: -(-s // max(16, 2 ** (s.bit_length() - 1) // 4)) * max(16, 2 ** (s.bit_length() - 1) // 4)  # size class
 x = np.frombuffer(zstandard.ZstdDecompressor().decompress(rec[:-4]), np.uint8).reshape(b['channels'], cls(h), cls(w))
@@ -222,7 +222,7 @@ def test_bad_input_leaves_no_store(tmp_path):
 def _corrupt_first_chunk(url: str, level: int) -> str:
     for dirpath, _, files in os.walk(os.path.join(url, "levels", str(level))):
         for f in files:
-            if "/records/c/" in os.path.join(dirpath, f).replace(os.sep, "/"):
+            if "/c/" in os.path.join(dirpath, f).replace(os.sep, "/"):
                 p = os.path.join(dirpath, f)
                 data = bytearray(open(p, "rb").read())
                 data[40] ^= 0xFF  # inside the first record (after the shard frame's header)

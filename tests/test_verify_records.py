@@ -59,7 +59,7 @@ def test_a_flipped_tile_byte_names_item_level_and_exits_1(url, capsys):
     st, i, task, off, n = _record(url, "wide", 0)
     S = st.manifest["records"]["shard_bytes"]
     j, o = divmod(off + n // 2, S)
-    p = Path(url) / f"levels/0/records/c/{task}/{j}"
+    p = Path(url) / f"levels/0/c/{task}/{j}"
     data = bytearray(p.read_bytes())
     data[heap.span(o, o + 1)[0]] ^= 0x40
     p.write_bytes(bytes(data))
@@ -76,22 +76,22 @@ def test_missing_and_stray_shards_and_a_broken_frame(url):
     name = st.names[0]
     _, i, task, off, n = _record(url, name, 1)
     S = st.manifest["records"]["shard_bytes"]
-    victim = Path(url) / f"levels/1/records/c/{task}/{off // S}"
+    victim = Path(url) / f"levels/1/c/{task}/{off // S}"
     victim.unlink()
-    (Path(url) / "levels/0/records/c/7").mkdir(parents=True)
-    (Path(url) / "levels/0/records/c/7/0").write_bytes(b"junk")
+    (Path(url) / "levels/0/c/7").mkdir(parents=True)
+    (Path(url) / "levels/0/c/7/0").write_bytes(b"junk")
     rep = verify(qpyr.open(url))
-    assert any(f"{name!r} level 1: shard levels/1/records/c/{task}/{off // S} is missing" in x for x in rep.problems)
-    assert any("levels/0/records/c/7/0: shard object that the shard table does not list" in x for x in rep.problems)
+    assert any(f"{name!r} level 1: shard levels/1/c/{task}/{off // S} is missing" in x for x in rep.problems)
+    assert any("levels/0/c/7/0: shard object that the shard table does not list" in x for x in rep.problems)
     with pytest.raises(FormatError, match="missing"):
         qpyr.open(url).read(name, 1)
     # a shard whose frame was rewritten (same size, a compressed block header) is unreadable
-    p = Path(url) / "levels/2/records/c/0/0"
+    p = Path(url) / "levels/2/c/0/0"
     data = bytearray(p.read_bytes())
     data[heap.HEADER] |= 0b100  # block type raw -> compressed
     p.write_bytes(bytes(data))
     rep = verify(qpyr.open(url))
-    assert any("levels/2/records/c/0/0" in x and "wrong header" in x for x in rep.problems), rep.problems
+    assert any("levels/2/c/0/0" in x and "wrong header" in x for x in rep.problems), rep.problems
 
 
 def _rewrite_catalog(url: str, level: int, fn) -> None:
@@ -117,14 +117,14 @@ def test_a_lying_catalog_is_refused_at_open_naming_level_and_object(url, lie):
     with pytest.raises(FormatError, match="level 0") as e:
         qpyr.open(url)
     # the item (row 0) is named, with the object or array its record points past
-    assert f"item {first!r}" in str(e.value) and "levels/0/records" in str(e.value)
+    assert f"item {first!r}" in str(e.value) and ("record array levels/0 " in str(e.value) or "levels/0/c/" in str(e.value))
 
 
 def test_a_lying_tile_table_is_a_format_error_naming_the_item(url):
     st, i, task, off, n = _record(url, "wide", 0)
     S = st.manifest["records"]["shard_bytes"]
     j, o = divmod(off, S)
-    p = Path(url) / f"levels/0/records/c/{task}/{j}"
+    p = Path(url) / f"levels/0/c/{task}/{j}"
     used = heap.parse_frame(p.read_bytes(), S, int(st.catalog.shards[0][(st.catalog.shards[0][:, 0] == task)
                                                                        & (st.catalog.shards[0][:, 1] == j)][0, 2]), "x")
     rec = bytearray(used[o:o + n])
@@ -147,14 +147,14 @@ def test_stock_zarr_reads_every_record_as_bytes(url):
     st = qpyr.open(url)
     g = zarr.open_group(url, mode="r")
     for li in range(st.manifest["levels"]):
-        arr = g[f"levels/{li}/records"]
+        arr = g[f"levels/{li}"]
         assert arr.shape[0] == st.manifest["tasks"] and arr.dtype == np.uint8
         tab = st.catalog.levels[li]
         for i in range(0, len(st), 4):
             _b, task, _h, _w, n, _d, off = (int(x) for x in tab[i])
             raw = arr[task, off:off + n]
             assert len(raw) == n
-        doc = json.loads((Path(url) / f"levels/{li}/records/zarr.json").read_bytes())
+        doc = json.loads((Path(url) / f"levels/{li}/zarr.json").read_bytes())
         assert doc["codecs"][1]["name"] == "zstd" and doc["chunk_grid"]["configuration"]["chunk_shape"] == [1, 2**16]
     # a whole single-tile uint8 record is its zstd chunk + crc: a stock reader can decode the samples
     i = st.names.index(st.names[0])

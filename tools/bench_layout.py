@@ -198,7 +198,7 @@ def layout(root: str, store: Any, shard_bytes: int) -> dict[str, Any]:
         nbytes = sum(mine.values())
         bound = -(-nbytes // shard_bytes) + tasks
         if two:
-            shards = [k for k in data if k.startswith(pre + "records/c/")]
+            shards = [k for k in data if k.startswith(pre + "c/")]
             fr = sum(shard_framing(os.path.join(root, k))[1] for k in shards)
             framing += fr
             n_shards = len(shards)

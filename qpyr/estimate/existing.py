@@ -115,7 +115,7 @@ def _store_reads(store: Any, sizes: dict[str, int], touched: set[int], open_b: f
     rb = rr = 0.0  # random
     for key, size in sizes.items():
         parts = key.split("/")
-        if len(parts) == 6 and parts[0] == "levels" and parts[2] == "records" and parts[3] == "c" and int(parts[1]) in touched:
+        if len(parts) == 5 and parts[0] == "levels" and parts[2] == "c" and int(parts[1]) in touched:
             sb += size
             sr += 1
     for li in touched:

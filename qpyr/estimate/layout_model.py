@@ -248,9 +248,7 @@ def calibrate(packed: Packed, n_items: int) -> StoreCalibration:
             name = parts[-2]
             arrays.setdefault(name, {})["doc"] = json.loads(raw)
             arrays[name]["doc_bytes"] = len(raw)
-        elif parts[0] == "levels" and len(parts) == 3:
-            level_docs.setdefault(int(parts[1]), {})["group"] = len(raw)
-        elif parts[0] == "levels" and len(parts) == 4 and parts[2] == "records":
+        elif parts[0] == "levels" and len(parts) == 3:  # 2.0: the level's record array
             level_docs.setdefault(int(parts[1]), {})["records"] = json.loads(raw)
         else:
             fixed[key] = len(raw)
@@ -475,15 +473,12 @@ def project_layout(planner: Planner, geoms: Sequence[Geom], sizes: np.ndarray, n
         db, ch, cb = _shard_table_bytes(cal, tab, rows_l)
         add_array(db, ch, cb)
 
-    # documents: levels/ and catalog groups, levels/{l}/zarr.json, levels/{l}/records/zarr.json
+    # documents: levels/ and catalog groups, levels/{l}/zarr.json (the record array)
     docs_b = float(sum(cal.fixed_docs.values()))
     n_docs = len(cal.fixed_docs)
     have = sorted(cal.level_docs)
     for li in range(nl):
         t = cal.level_docs.get(li) or (cal.level_docs[max([x for x in have if x <= li], default=have[0])] if have else {})
-        if "group" in t:
-            docs_b += t["group"]
-            n_docs += 1
         if "records" in t:
             d = dict(t["records"], shape=[tasks, *t["records"]["shape"][1:]])
             docs_b += len(_dump(d))

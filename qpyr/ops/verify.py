@@ -269,7 +269,7 @@ def _check_records(ck: _Checker, li: int, sizes: dict[str, int], busy: bool,
     os_ = st.object_store
     S, M = m["records"]["shard_bytes"], m["records"]["task_shards"]
     what = f"level {li}"
-    prefix = f"levels/{li}/records/"
+    prefix = f"levels/{li}/"
     try:
         doc = json.loads(os_.read(prefix + "zarr.json"))
         if doc != json.loads(records_doc(m["tasks"], S, M)) and not busy:

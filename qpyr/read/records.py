@@ -63,7 +63,7 @@ class RecordFetcher(Fetcher):
             self._buffer_bytes -= len(v)
 
     def key(self, level: int, task: int, j: int) -> str:
-        return f"levels/{level}/records/c/{task}/{j}"
+        return f"levels/{level}/c/{task}/{j}"
 
     def _used(self, r: PlannedRead, task: int, j: int) -> int:
         used = heap.used_of(self.catalog.shards[r.level], task, j, self.M)

@@ -174,7 +174,7 @@ def _check_records(m: dict[str, Any], li: int, t: np.ndarray, st: np.ndarray, na
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise FormatError(f"{where}: item {names[i]!r}: its record (task {int(task[i])}, offset {int(off[i])}, "
-                          f"{int(nbytes[i])} bytes) lies outside levels/{li}/records ({tasks} tasks of "
+                          f"{int(nbytes[i])} bytes) lies outside the record array levels/{li} ({tasks} tasks of "
                           f"{M * S} bytes).")
     # the first and the last shard of every record must be listed, the last one used up to its end
     first, last = off // S, (off + nbytes - 1) // S
@@ -185,12 +185,12 @@ def _check_records(m: dict[str, Any], li: int, t: np.ndarray, st: np.ndarray, na
         if not ok.all():
             i = int(np.flatnonzero(~ok)[0])
             raise FormatError(f"{where}: item {names[i]!r}: its record points at shard "
-                              f"levels/{li}/records/c/{int(task[i])}/{int(j[i])}, which the shard table does not list.")
+                              f"levels/{li}/c/{int(task[i])}/{int(j[i])}, which the shard table does not list.")
         short = st[k, 2] < need
         if short.any():
             i = int(np.flatnonzero(short)[0])
             raise FormatError(f"{where}: item {names[i]!r}: its record runs past the used bytes of shard "
-                              f"levels/{li}/records/c/{int(task[i])}/{int(j[i])}.")
+                              f"levels/{li}/c/{int(task[i])}/{int(j[i])}.")
 
 
 #: Times :func:`read_snapshot` re-reads a root that changed under it (an append commit in between).

@@ -155,9 +155,8 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
     group(base, {"qpyr": {"role": "catalog"}})
     group("levels")
     bucket_list = []
-    for li in range(len(shard_tables)):
-        group(f"levels/{li}")
-        ostore.write(f"levels/{li}/records/zarr.json", records_doc(task_range.stop, options.shard_bytes, fmt.TASK_SHARDS))
+    for li in range(len(shard_tables)):  # 2.0: each level is its record array
+        ostore.write(f"levels/{li}/zarr.json", records_doc(task_range.stop, options.shard_bytes, fmt.TASK_SHARDS))
     for p in bpaths:
         b = buckets[p]
         if v2:  # a record class: no objects of its own
@@ -328,11 +327,10 @@ def _rollback_records(ostore: ObjectStore, m: dict[str, Any], keep: str | None) 
         elif parts[0] == "levels":
             if len(parts) < 3 or parts[1] not in levels:
                 ostore.delete(k)
-            elif k in (f"levels/{parts[1]}/zarr.json", f"levels/{parts[1]}/records/zarr.json"):
+            elif k == f"levels/{parts[1]}/zarr.json":
                 continue
-            elif not (len(parts) == 6 and parts[2:4] == ["records", "c"] and parts[4].isdigit()
-                      and int(parts[4]) < m["tasks"]):
+            elif not (len(parts) == 5 and parts[2] == "c" and parts[3].isdigit() and int(parts[3]) < m["tasks"]):
                 ostore.delete(k)
     r = m["records"]
     for li in range(m["levels"]):
-        ostore.write(f"levels/{li}/records/zarr.json", records_doc(m["tasks"], r["shard_bytes"], r["task_shards"]))
+        ostore.write(f"levels/{li}/zarr.json", records_doc(m["tasks"], r["shard_bytes"], r["task_shards"]))

@@ -39,7 +39,7 @@ class LevelHeap:
         self.objects: dict[str, int] = {}
 
     def key(self, j: int) -> str:
-        return f"levels/{self.level}/records/c/{self.task}/{j}"
+        return f"levels/{self.level}/c/{self.task}/{j}"
 
     def add(self, record: bytes) -> int:
         """Place ``record``; returns its offset in the task's row."""

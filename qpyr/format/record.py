@@ -18,6 +18,7 @@ chunk bytes, and a region read of a large level fetches the header, then only th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,14 @@ class RecordShape:
 
     n_tiles: int
     params_nbytes: int
+
+    @classmethod
+    def of(cls, quantizer: Any, channels: int, h: int, w: int, tile_hw: tuple[int, int]) -> RecordShape:
+        """The shape of the record of an ``h x w`` level cut in ``tile_hw`` tiles, whose encoding
+        has ``quantizer`` (its ``param_shape(C, h, w)`` gives the parameters, None for none)."""
+        th, tw = tile_hw
+        ps = quantizer.param_shape(channels, h, w)
+        return cls(-(-h // th) * -(-w // tw), 4 * int(np.prod(ps)) if ps is not None else 0)
 
     @property
     def header_nbytes(self) -> int:

@@ -15,9 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from qpyr.codecs.encoding import Encoding
 from qpyr.errors import QpyrError
+from qpyr.format import heap
 from qpyr.format import manifest as fmt
+from qpyr.format.documents import records_doc
 from qpyr.format.layout import BucketSpec
+from qpyr.format.record import RecordShape
 from qpyr.format.shard import MISSING, crc32c, index_nbytes, parse_index
 from qpyr.read import snapshot
 from qpyr.read.store import Store, open_store
@@ -261,11 +265,8 @@ def _check_records(ck: _Checker, li: int, sizes: dict[str, int], busy: bool,
                    on_progress: Callable[[int], None] | None) -> None:
     """Format 2.0, level ``li``: the record array's document, every shard object against the
     shard table (framing, size, no strays), and every record's bounds, header and tile crc32c."""
-    from qpyr.format import heap
-    from qpyr.format.documents import records_doc
-    from qpyr.format.record import RecordShape
-
     st, m = ck.st, ck.st.manifest
+    encs = {eid: Encoding.from_dict(e) for eid, e in m["encodings"].items()}
     os_ = st.object_store
     S, M = m["records"]["shard_bytes"], m["records"]["task_shards"]
     what = f"level {li}"
@@ -317,23 +318,19 @@ def _check_records(ck: _Checker, li: int, sizes: dict[str, int], busy: bool,
                     break
             parts.append(loaded[(task, j)][o0:o1])
         else:
-            _check_record(ck, i, li, b"".join(parts), h, w, RecordShape)
+            _check_record(ck, i, li, b"".join(parts), h, w, encs)
     for bi, bd in enumerate(m["buckets"]):
         if bd["level"] == li and bd.get("stored_bytes") != bsum.get(bi, 0):
             ck.problem(f"bucket {bd['path']}: records hold {bsum.get(bi, 0)} bytes; manifest stored_bytes says "
                        f"{bd.get('stored_bytes', 'nothing')}")
 
 
-def _check_record(ck: _Checker, i: int, li: int, rec: bytes, h: int, w: int, shape_cls: Any) -> None:
+def _check_record(ck: _Checker, i: int, li: int, rec: bytes, h: int, w: int, encs: dict[str, Encoding]) -> None:
     """One record: its header (parameters, tile table, crc) and every tile's crc32c."""
-    from qpyr.codecs.encoding import Encoding
-
     bd = ck.st.manifest["buckets"][int(ck.st.catalog.levels[li][i, 0])]
-    enc = Encoding.from_dict(ck.st.manifest["encodings"][bd["encoding"]])
     th, tw = BucketSpec.for_record(bd, h, w).chunk_hw
-    n = -(-h // th) * -(-w // tw)
-    ps = enc.quantizer.param_shape(bd["channels"], h, w)
-    shape = shape_cls(n, 4 * int(np.prod(ps)) if ps else 0)
+    shape = RecordShape.of(encs[bd["encoding"]].quantizer, bd["channels"], h, w, (th, tw))
+    n = shape.n_tiles
     name = ck.st.catalog.names[i]
     try:
         _params, offs = shape.parse_header(rec[:shape.header_nbytes], len(rec), f"item {name!r} level {li}")

@@ -107,9 +107,10 @@ class RecordFetcher(Fetcher):
         for r, a, b in wants:
             task = _record(r)[0]
             pieces.append([(task, j, o0, o1) for j, o0, o1 in heap.pieces(a, b - a, self.S)])
+        # (level, task, shard) -> a read that needs it (named in errors)
+        r_of = {(r.level, p[0], p[1]): r for (r, _, _), ps in zip(wants, pieces, strict=True) for p in ps}
         if self._buffer_max > 0:
-            shards = {(r.level, p[0], p[1]): r for (r, _, _), ps in zip(wants, pieces, strict=True) for p in ps}
-            got = self._whole_shards(shards)
+            got = self._whole_shards(r_of)
             return [_join([got[(r.level, t, j)][o0:o1] for t, j, o0, o1 in ps])
                     for (r, _, _), ps in zip(wants, pieces, strict=True)]
         # ranged reads: per shard, merge touching logical ranges, one request per merged range
@@ -122,7 +123,6 @@ class RecordFetcher(Fetcher):
                 merged.append([lv, t, j, o0, o1])
         keys = [self.key(lv, t, j) for lv, t, j, _, _ in merged]
         spans = [heap.span(o0, o1) for *_, o0, o1 in merged]
-        r_of = {(r.level, p[0], p[1]): r for (r, _, _), ps in zip(wants, pieces, strict=True) for p in ps}
         for (lv, t, j, _o0, o1) in merged:
             if o1 > self._used(r_of[(lv, t, j)], t, j):
                 raise FormatError(f"{self.where(r_of[(lv, t, j)])}: record runs past shard {self.key(lv, t, j)}.")
@@ -203,11 +203,8 @@ class RecordFetcher(Fetcher):
 
     def _shape(self, r: PlannedRead) -> RecordShape:
         b = r.b
-        if b.params_shape is None:
-            return RecordShape(_record(r)[3], 0)
         h, w = self.catalog.levels[r.level][r.i, 2:4].tolist()
-        ps = b.enc.quantizer.param_shape(b.spec.channels, h, w)
-        return RecordShape(_record(r)[3], 4 * int(np.prod(ps or ())))
+        return RecordShape.of(b.enc.quantizer, b.spec.channels, h, w, (b.th, b.tw))
 
     def _record_params(self, r: PlannedRead, raw: bytes | memoryview) -> torch.Tensor | None:
         b = r.b

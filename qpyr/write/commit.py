@@ -12,7 +12,7 @@ import datetime as _dt
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -186,7 +186,7 @@ def commit(ostore: ObjectStore, options: PackOptions, task_range: range, *, prev
         parts = k.split("/")
         if parts[0] == "levels" and len(parts) > 2:
             by_level[parts[1]] = by_level.get(parts[1], 0) + v
-            if len(parts) > 4:
+            if len(parts) > 4 and not v2:  # 1.x bucket objects (2.0 classes own none)
                 bp = "/".join(parts[:4])
                 by_bucket[bp] = by_bucket.get(bp, 0) + v
     for bd in bucket_list:
@@ -283,23 +283,17 @@ def rollback(ostore: ObjectStore, m: dict[str, Any] | None, keep: str | None = N
         spec = BucketSpec.from_dict(b)
         rows[b["path"]] = -(-b["slots"] // spec.items_per_shard)
         groups |= {f"levels/{spec.level}/zarr.json", f"levels/{spec.level}/{spec.encoding_id}/zarr.json"}
-    cat = fmt.catalog_path(m["generation"]) + "/"
-    for k in list(ostore.list_sizes()):
-        parts = k.split("/")
-        if k in groups or (keep and k.startswith(keep + "/")):
-            continue
-        if parts[0] == ".qpyr" or _TMP.search(k):
-            ostore.delete(k)
-        elif parts[0] == "catalog":
-            if not (m["generation"] == 1 or k.startswith(cat)):
-                ostore.delete(k)
-        elif parts[0] == "levels":
-            bp = "/".join(parts[:4])
-            if bp not in rows or len(parts) < 5:
-                ostore.delete(k)
-            elif parts[4] in ("data", "qparams") and len(parts) > 6 and parts[5] == "c":
-                if not parts[6].isdigit() or int(parts[6]) >= rows[bp]:
-                    ostore.delete(k)
+
+    def stale(k: str, parts: list[str]) -> bool:  # a 1.x object under levels/ that m does not reference
+        if k in groups:
+            return False
+        bp = "/".join(parts[:4])
+        if bp not in rows or len(parts) < 5:
+            return True
+        return (parts[4] in ("data", "qparams") and len(parts) > 6 and parts[5] == "c"
+                and (not parts[6].isdigit() or int(parts[6]) >= rows[bp]))
+
+    _sweep(ostore, m, keep, stale)
     for b in m["buckets"]:
         for key, doc in bucket_docs(b, b["slots"], m["encodings"]).items():
             try:
@@ -310,11 +304,10 @@ def rollback(ostore: ObjectStore, m: dict[str, Any] | None, keep: str | None = N
                 ostore.write(key, doc)
 
 
-def _rollback_records(ostore: ObjectStore, m: dict[str, Any], keep: str | None) -> None:
-    """:func:`rollback` of a format-2.0 store: shards of tasks ``>= m["tasks"]`` and levels
-    ``>= m["levels"]`` go, the record arrays' documents get ``m``'s task count back."""
+def _sweep(ostore: ObjectStore, m: dict[str, Any], keep: str | None, stale: Callable[[str, list[str]], bool]) -> None:
+    """Delete what a rollback to ``m`` removes: ``.qpyr/`` (but ``keep``), temporary files, other
+    catalog generations, and the objects under ``levels/`` that ``stale(key, parts)`` names."""
     cat = fmt.catalog_path(m["generation"]) + "/"
-    levels = {str(li) for li in range(m["levels"])}
     for k in list(ostore.list_sizes()):
         parts = k.split("/")
         if k in ("zarr.json", "catalog/zarr.json", "levels/zarr.json") or (keep and k.startswith(keep + "/")):
@@ -324,13 +317,23 @@ def _rollback_records(ostore: ObjectStore, m: dict[str, Any], keep: str | None) 
         elif parts[0] == "catalog":
             if not (m["generation"] == 1 or k.startswith(cat)):
                 ostore.delete(k)
-        elif parts[0] == "levels":
-            if len(parts) < 3 or parts[1] not in levels:
-                ostore.delete(k)
-            elif k == f"levels/{parts[1]}/zarr.json":
-                continue
-            elif not (len(parts) == 5 and parts[2] == "c" and parts[3].isdigit() and int(parts[3]) < m["tasks"]):
-                ostore.delete(k)
+        elif parts[0] == "levels" and stale(k, parts):
+            ostore.delete(k)
+
+
+def _rollback_records(ostore: ObjectStore, m: dict[str, Any], keep: str | None) -> None:
+    """:func:`rollback` of a format-2.0 store: shards of tasks ``>= m["tasks"]`` and levels
+    ``>= m["levels"]`` go, the record arrays' documents get ``m``'s task count back."""
+    levels = {str(li) for li in range(m["levels"])}
+
+    def stale(k: str, parts: list[str]) -> bool:
+        if len(parts) < 3 or parts[1] not in levels:
+            return True
+        if k == f"levels/{parts[1]}/zarr.json":
+            return False
+        return not (len(parts) == 5 and parts[2] == "c" and parts[3].isdigit() and int(parts[3]) < m["tasks"])
+
+    _sweep(ostore, m, keep, stale)
     r = m["records"]
     for li in range(m["levels"]):
         ostore.write(f"levels/{li}/zarr.json", records_doc(m["tasks"], r["shard_bytes"], r["task_shards"]))

@@ -10,6 +10,10 @@ Two kinds of vectors, written from the definitions in this file only:
 
       spec/vectors/<codec>/<NN-case>/{config.json, input.npy, [classes.npy], encoded.bin, [decoded.npy]}
 
+  ``dct-v2/`` holds ``ctx`` streams of ``qpyr.dct`` stream version 2, written by qpyr before
+  version 4: their ``encoded.bin`` is frozen (read back, never re-encoded), only the
+  ``decoded.npy`` that the decoder gives is written.
+
 * **golden stores** (``stores/``): one small store per policy, packed from the same three tiny
   inputs (an 8x10 RGB uint8 image, a 5x7 grey uint16 image and a 6x6 float32 array, two levels
   each, two items per pack task so that two tasks and two shard rows are exercised), and next
@@ -31,7 +35,7 @@ Usage::
     python tools/make_golden.py                    # write the vectors (only if absent)
     python tools/make_golden.py --force            # rewrite them (review the diff!)
     python tools/make_golden.py --check            # regenerate into a temporary directory and compare
-    python tools/make_golden.py --check dct tiles  # only some sets (dct, lossless, tiles, stores, stores-2.0)
+    python tools/make_golden.py --check dct tiles  # only some sets (dct, dct-v2, lossless, tiles, stores, stores-2.0)
 
 ``--check`` compares every codec-vector file byte for byte; for the stores it compares the
 decoded arrays exactly, every store object byte for byte except the root ``zarr.json`` (its
@@ -80,11 +84,13 @@ def _noise(seed: int, shape: tuple[int, ...]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Case:
-    """One codec vector: the codec document, the input and (``qpyr.tiles``) the tile classes."""
+    """One codec vector: the codec document, the input, (``qpyr.tiles``) the tile classes, and
+    (``frozen``) the committed stream of an older stream version, decoded but never re-encoded."""
 
     config: dict[str, Any]
     input: np.ndarray
     classes: np.ndarray | None = None
+    frozen: bytes | None = None
 
 
 def _dct_cases() -> dict[str, Case]:
@@ -148,11 +154,26 @@ def _npy(a: np.ndarray) -> bytes:
     return b.getvalue()
 
 
+def _frozen_cases(name: str) -> dict[str, Case]:
+    """The committed vectors of ``spec/vectors/<name>/`` as cases: streams that an older
+    version wrote, kept to prove they still decode (only their ``decoded.npy`` is rewritten)."""
+    out: dict[str, Case] = {}
+    root = os.path.join(ROOT, name)
+    for case in sorted(os.listdir(root)) if os.path.isdir(root) else []:
+        d = os.path.join(root, case)
+        with open(os.path.join(d, "config.json")) as f:
+            config = json.load(f)
+        with open(os.path.join(d, "encoded.bin"), "rb") as fb:
+            frozen = fb.read()
+        out[case] = Case(config, np.load(os.path.join(d, "input.npy"), allow_pickle=False), frozen=frozen)
+    return out
+
+
 def _dct_files(case: Case) -> dict[str, bytes]:
     from qpyr.codecs.dct import DctCodec
 
     codec = DctCodec.from_dict(case.config)
-    enc = codec.encode(case.input)
+    enc = case.frozen if case.frozen is not None else codec.encode(case.input)
     return {"config.json": (json.dumps(case.config, indent=2) + "\n").encode(), "input.npy": _npy(case.input),
             "encoded.bin": enc, "decoded.npy": _npy(codec.decode(enc, case.input.shape))}
 
@@ -187,6 +208,7 @@ class CodecSet:
 
 CODEC_SETS: dict[str, CodecSet] = {
     "dct": CodecSet(_dct_cases, _dct_files),
+    "dct-v2": CodecSet(lambda: _frozen_cases("dct-v2"), _dct_files),  # ctx streams of stream version 2
     "lossless": CodecSet(_lossless_cases, _lossless_files),
     "tiles": CodecSet(_tiles_cases, _tiles_files),
 }

@@ -160,20 +160,18 @@ def test_fast_entropy_escapes() -> None:
     assert np.abs(codec.decode(codec.encode(x), x.shape).astype(int) - x).max() <= 1
 
 
-def test_default_models_for_small_chunks_and_version_1_streams() -> None:
+def test_default_models_for_small_chunks() -> None:
     x = _photo(32, 32)
     small = DctCodec(quality=75).encode(x)
-    assert small[4] == 2 and small[5] & 16  # default models: no model header
+    assert small[4] == 4 and small[5] & 16  # stream version 4, default models: no model header
     assert len(small) < 300
     noise = np.random.default_rng(3).integers(0, 256, (3, 48, 48), dtype=np.uint8)
     own = DctCodec(quality=90, chroma="444").encode(noise)
     assert not own[5] & 16
-    v1 = own[:4] + b"\x01" + own[5:]  # version 1 = the same layout without flags 3 and 4
-    np.testing.assert_array_equal(DctCodec().decode(v1, noise.shape), DctCodec().decode(own, noise.shape))
-    with pytest.raises(CodecError, match="flags"):
-        DctCodec().decode(small[:4] + b"\x01" + small[5:], x.shape)
-    with pytest.raises(CodecError, match="flags"):
+    with pytest.raises(CodecError, match="flags"):  # version 4 is ctx only: no fast bit
         DctCodec().decode(small[:5] + bytes([small[5] | 8]) + small[6:], x.shape)
+    with pytest.raises(CodecError, match="flags"):  # version 1 has no default models
+        DctCodec().decode(small[:4] + b"\x01" + small[5:], x.shape)
 
 
 def test_payload_is_compact_int16() -> None:

@@ -289,7 +289,7 @@ def _decode_coefficients(data: bytes, shape: tuple[int, ...]) -> DctCoefficients
     if flags & 8:
         planes = _fast_decode(data[pos:], dims)
         return DctCoefficients((c, h, w), ycbcr, sub, tables, ptab, planes)
-    planes = _ctx_decode(data, pos, bool(flags & 16), dims, [0, 1, 1] if ycbcr else [0] * c)
+    planes = _ctx_decode(data, pos, bool(flags & 16), dims, [0, 1, 1] if ycbcr else [0] * c, data[4])
     return DctCoefficients(
         shape=(c, h, w),
         ycbcr=ycbcr,

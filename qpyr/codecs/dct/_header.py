@@ -13,15 +13,18 @@ from qpyr.errors import CodecError
 NAME = "qpyr.dct"
 MAGIC = b"QDCT"
 VERSION = 2  # 1: ctx entropy only (flags bits 3, 4 zero); 2 adds the fast mode and default models
-VERSION_JFIF = 3  # 3 adds flags bit 6 (entropy="jfif"); written only by jfif streams, so ctx/fast stay version 2
+VERSION_JFIF = 3  # 3 adds flags bit 6 (entropy="jfif"); written only by jfif streams
+VERSION_CTX = 4  # 4: the ctx mode's compiled rANS coder (symbol order, integer models); written by ctx streams
 _FLAG_JFIF = 64
 _FLAG_ABBREV = 128  # with bit 6: the JPEG stream omits DQT and DHT (header tables, standard Huffman tables)
 
 
 def _pack_header(flags: int, c: int, h: int, w: int, quality: int | str, tables: tuple[tuple[int, ...], ...] | None) -> bytes:
-    """The header of a chunk: version 3 when ``flags`` has the ``jfif`` bit, else 2; the
+    """The header of a chunk: version 3 when ``flags`` has the ``jfif`` bit, 2 with the
+    ``fast`` bit, else (``ctx``) 4; the
     ``quality`` byte, or (with ``tables``) their count and the tables."""
-    head = MAGIC + struct.pack("<BBIIH", VERSION_JFIF if flags & _FLAG_JFIF else VERSION, flags, h, w, c)
+    version = VERSION_JFIF if flags & _FLAG_JFIF else (VERSION if flags & 8 else VERSION_CTX)
+    head = MAGIC + struct.pack("<BBIIH", version, flags, h, w, c)
     if tables is None:
         head += struct.pack("<B", quality)
     else:
@@ -31,12 +34,13 @@ def _pack_header(flags: int, c: int, h: int, w: int, quality: int | str, tables:
 
 
 def _parse_header(data: bytes) -> tuple[int, int, int, int, np.ndarray, int]:
+    """``(flags, C, H, W, tables uint16 [2, 64], body offset)``; the version is ``data[4]``."""
     if len(data) < 17 or data[:4] != MAGIC:
         raise CodecError(f"Expected {NAME} data starting with {MAGIC!r}. Got {data[:4]!r}.")
     version, flags, h, w, c = struct.unpack_from("<BBIIH", data, 4)
-    if version not in (1, VERSION, VERSION_JFIF):
-        raise CodecError(f"Expected {NAME} format version 1, {VERSION} or {VERSION_JFIF}. Got {version}.")
-    allowed = {1: 7, VERSION: 63, VERSION_JFIF: 255}[version]
+    if version not in (1, VERSION, VERSION_JFIF, VERSION_CTX):
+        raise CodecError(f"Expected {NAME} format version 1..{VERSION_CTX}. Got {version}.")
+    allowed = {1: 7, VERSION: 63, VERSION_JFIF: 255, VERSION_CTX: 55}[version]
     if (flags & ~allowed or (flags & 24) == 24 or (flags & 36) == 36 or (flags & _FLAG_JFIF and flags & 24)
             or (flags & _FLAG_ABBREV and not flags & _FLAG_JFIF)):
         raise CodecError(f"Corrupt {NAME} header: unknown flags {flags:#x} for version {version}.")

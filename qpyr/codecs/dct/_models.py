@@ -1,8 +1,10 @@
-"""Token models of the ``ctx`` entropy mode: histograms, their 5-bit log levels, the
-``constriction`` categorical models built from them, and the built-in default models (spec/codecs/dct.md §6.2)."""
+"""Token models of the ``ctx`` entropy mode: histograms, their 5-bit log levels, the integer
+rANS frequency tables built from them (stream version 4) or the ``constriction`` categorical
+models (versions 1 and 2), and the built-in default models (spec/codecs/dct.md §6.2)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,33 @@ def _quantise_histogram(counts: np.ndarray) -> np.ndarray:
         r = np.log2(counts[nz] / counts.max())
         lv[nz] = np.clip(np.round(2 * r) + 31, 1, 31)
     return lv
+
+
+RANS_BITS = 16  # frequencies of a version-4 model sum to 2^16
+# W[L] = round(2^(16 + L/2)), L = 0..31: the integer weight of level L (sqrt is correctly
+# rounded in IEEE 754, so this table is the same everywhere; spec/codecs/dct.md §6.2)
+_WEIGHT = np.array([round(math.sqrt(2) ** (L % 2) * 2 ** (16 + L // 2)) for L in range(32)], dtype=np.int64)
+
+
+def rans_tables(levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Levels ``int [contexts, 17]`` (0 = absent token; a row of zeros = a context without a
+    model) -> ``(start, freq, cum)``: ``int64 [contexts, 17]`` token start and frequency and
+    ``int64 [contexts, 18]`` cumulative frequencies, each used row summing to ``2^16``.
+
+    ``freq[t] = max(1, floor(W[L[t]] * 2^16 / S))`` for present tokens (``S`` = the row's sum
+    of weights), 0 for absent ones; then the most frequent token (the first on a tie) takes
+    the difference to ``2^16``. Unused rows stay all zero."""
+    lv = np.asarray(levels, dtype=np.int64)
+    w = np.where(lv > 0, _WEIGHT[np.clip(lv, 0, 31)], 0)
+    total = w.sum(axis=1, keepdims=True)
+    used = total[:, 0] > 0
+    freq = np.where(lv > 0, np.maximum(1, (w << RANS_BITS) // np.maximum(total, 1)), 0)
+    top = np.argmax(freq, axis=1)
+    rows = np.flatnonzero(used)
+    freq[rows, top[rows]] += (1 << RANS_BITS) - freq[rows].sum(axis=1)
+    cum = np.zeros((lv.shape[0], lv.shape[1] + 1), dtype=np.int64)
+    np.cumsum(freq, axis=1, out=cum[:, 1:])
+    return cum[:, :-1].copy(), freq, cum
 
 
 def _model(levels: np.ndarray) -> Any:
@@ -110,10 +139,23 @@ _DEFAULT_LEVELS = (
     "VRMGAAAAAAAAAAAAAVRNHAAAAAAAAAAAAA"
 )
 _DEFAULTS: dict[int, Any] = {}
+_DEFAULT_TABLES: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+
+def default_levels() -> np.ndarray:
+    """The default models' levels, ``int64 [contexts, 17]`` (every level >= 1)."""
+    return np.array([int(ch, 32) for ch in _DEFAULT_LEVELS], dtype=np.int64).reshape(_NCTX, _NT)
+
+
+def default_rans_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`rans_tables` of the default models (built once per process)."""
+    if not _DEFAULT_TABLES:
+        _DEFAULT_TABLES.append(rans_tables(default_levels()))
+    return _DEFAULT_TABLES[0]
 
 
 def _default_models() -> dict[int, Any]:
+    """The default models as ``constriction`` models (stream versions 1 and 2)."""
     if not _DEFAULTS:
-        lv = np.array([int(ch, 32) for ch in _DEFAULT_LEVELS], dtype=np.int64)
-        _DEFAULTS.update(_models(lv, np.full(_NCTX, _NT), list(range(_NCTX))))
+        _DEFAULTS.update(_models(default_levels().ravel(), np.full(_NCTX, _NT), list(range(_NCTX))))
     return _DEFAULTS

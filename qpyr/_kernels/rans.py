@@ -26,7 +26,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["ERRORS", "PROB_BITS", "RANS_L", "decode_plane", "encode_words", "finished", "new_state", "padded", "padded_words", "decoder_tables", "states_for"]
+__all__ = ["ERRORS", "PROB_BITS", "RANS_L", "decode_plane", "encode_words", "finished", "new_state", "padded", "padded_words", "decoder_tables", "states_for",
+           "model_header", "MODEL_HEADER_ERRORS"]
 
 PROB_BITS = 16
 RANS_L = 1 << 31
@@ -134,6 +135,52 @@ def encode_words(ctx: np.ndarray, tok: np.ndarray, start: np.ndarray, freq: np.n
 
 
 # -- decoder --------------------------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def _model_header(hb, levels):  # type: ignore[no-untyped-def]
+    """Parse the model header (MSB-first bits: per context 1 bit present, then 5 bits ``T``
+    and ``T + 1`` 5-bit levels) into ``levels`` (zeroed by the caller). Returns 0, or 1 for
+    a truncated header, 2 for ``T >= 17``, 3 for ``L[T] = 0``."""
+    nbits = hb.shape[0] * 8
+    r = 0
+    for c in range(levels.shape[0]):
+        if r + 1 > nbits:
+            return 1
+        present = (hb[r >> 3] >> (7 - (r & 7))) & 1
+        r += 1
+        if not present:
+            continue
+        n = 0
+        for _ in range(5):
+            if r + 1 > nbits:
+                return 1
+            n = (n << 1) | ((hb[r >> 3] >> (7 - (r & 7))) & 1)
+            r += 1
+        if n >= levels.shape[1]:
+            return 2
+        if r + 5 * (n + 1) > nbits:
+            return 1
+        for t in range(n + 1):
+            v = 0
+            for _ in range(5):
+                v = (v << 1) | ((hb[r >> 3] >> (7 - (r & 7))) & 1)
+                r += 1
+            levels[c, t] = v
+        if levels[c, n] == 0:
+            return 3
+    return 0
+
+
+MODEL_HEADER_ERRORS = {1: "model header is truncated", 2: "token alphabet > 17", 3: "empty model"}
+
+
+def model_header(hb: bytes, contexts: int, tokens: int) -> tuple[np.ndarray, int]:
+    """The model header -> ``(levels int64 [contexts, tokens], error code)`` (see
+    :data:`MODEL_HEADER_ERRORS`)."""
+    levels = np.zeros((contexts, tokens), dtype=np.int64)
+    err = _model_header(np.frombuffer(hb, dtype=np.uint8), levels)
+    return levels, int(err)
+
 
 LUT_BITS = 8  # the decoder finds a token from the top 8 bits of its slot, then a step or two
 _TOK = np.arange(17)

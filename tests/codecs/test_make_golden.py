@@ -7,7 +7,7 @@ from pathlib import Path
 
 from codec_kit import VECTORS, make_golden
 
-CODEC_SETS = ("dct", "lossless", "tiles")
+CODEC_SETS = ("dct", "dct-v2", "lossless", "tiles")
 
 
 def test_check_mode_reproduces_the_committed_codec_vectors(capsys) -> None:

@@ -1,11 +1,11 @@
-"""Raw bit I/O of ``qpyr.dct``: the MSB-first bit stream of extra bits and signs, and the
-scalar reader of the model header."""
+"""Raw bit I/O of ``qpyr.dct``: the MSB-first bit stream of extra bits and signs (written by
+the ``ctx`` encoder, read by the version-2 decoder; version 4 reads it in
+:mod:`qpyr._kernels.rans`)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from qpyr.codecs.dct._header import NAME
 from qpyr.errors import CodecError
 
 _LOW_MASK = (np.int64(1) << np.arange(33, dtype=np.int64)) - 1  # [w] = 2^w - 1
@@ -34,20 +34,6 @@ class _BitWriter:
             sel = w > j
             bits[start[sel] + j] = (v[sel] >> (w[sel] - 1 - j)) & 1
         return np.packbits(bits).tobytes()
-
-
-class _IntBitReader:
-    """Scalar MSB-first reader for the small model header (Python ints: no numpy overhead)."""
-
-    def __init__(self, data: bytes) -> None:
-        self.value = int.from_bytes(data, "big")
-        self.left = 8 * len(data)
-
-    def read(self, n: int) -> int:
-        if n > self.left:
-            raise CodecError(f"Corrupt {NAME} data: model header is truncated.")
-        self.left -= n
-        return (self.value >> self.left) & ((1 << n) - 1)
 
 
 class _BitReader:
@@ -89,11 +75,3 @@ class _BitReader:
         word >>= 32 - start
         word &= _LOW_MASK[w]
         return word
-
-
-def _gather_bits(r: _BitReader, starts: np.ndarray, width: int) -> np.ndarray:
-    """Fields of ``width`` bits at absolute bit offsets ``starts`` (already bounds-checked)."""
-    i = starts >> 3
-    b = r.bytes
-    word = (b[i] << 24) | (b[i + 1] << 16) | (b[i + 2] << 8) | b[i + 3]
-    return (word >> (32 - (starts & 7) - width)) & ((1 << width) - 1)

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cache
 from typing import Literal
 
 import torch
@@ -139,6 +140,17 @@ def _check_pair(
     return a.to(dtype), b.to(dtype), batched
 
 
+def _kernel_dtype(a: object, b: object) -> torch.dtype | None:
+    """The dtype that CPU inputs keep for a compiled kernel (float32 and float64 pairs of one
+    dtype that need no gradient: the kernel widens each sample itself), else None (convert to
+    float64 first)."""
+    if (isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype == b.dtype
+            and a.dtype in (torch.float32, torch.float64) and a.device.type == "cpu"
+            and not (a.requires_grad or b.requires_grad)):
+        return a.dtype
+    return None
+
+
 def _check_backend(backend: object, fn: str) -> None:
     if backend not in ("auto", "torch"):
         raise InputError(f"{fn}: Expected `backend` to be 'auto' or 'torch'. Got {backend!r}.")
@@ -188,9 +200,14 @@ def psnr(a: Tensor, b: Tensor, *, data_range: float = 1.0) -> Tensor:
         InputError (a ``ValueError``): wrong type/ndim, non-float dtype, mismatched shapes or
             devices, empty images, or a non-positive ``data_range``.
     """
-    x, y, batched = _check_pair(a, b, "psnr")
+    x, y, batched = _check_pair(a, b, "psnr", dtype=_kernel_dtype(a, b) or torch.float64)
     r = _check_data_range(data_range, "psnr")
-    mse = (x - y).square().mean(dim=(1, 2, 3))
+    if _kernel_dtype(x, y) is not None:
+        from qpyr._kernels.mse import mean_squared_error
+
+        mse = torch.from_numpy(mean_squared_error(x.contiguous().numpy(), y.contiguous().numpy()))
+    else:
+        mse = (x - y).square().mean(dim=(1, 2, 3))
     out = 10.0 * torch.log10((r * r) / mse)  # mse == 0 -> r*r/0 == inf -> inf dB
     return _unbatch(out, batched)
 
@@ -252,19 +269,30 @@ def _ssim_maps(x: Tensor, y: Tensor, r: float, backend: str = "auto") -> tuple[T
 
 
 def _ssim_maps_compiled(x: Tensor, y: Tensor, r: float) -> tuple[Tensor, Tensor]:
-    """:func:`_ssim_maps` by the numba kernel (CPU, deterministic bits)."""
+    """:func:`_ssim_maps` by the numba kernel (CPU, deterministic bits).
+
+    All ``N * C`` planes go to the kernel in one call; the window of an ``h x w`` image is
+    built once per size (``_compiled_taps``), so a call costs little more than the kernel.
+    """
     from qpyr._kernels.ssim import ssim_plane_means
 
     n, c, h, w = x.shape
     planes = ssim_plane_means(
         x.detach().contiguous().view(n * c, h, w).numpy(),
         y.detach().contiguous().view(n * c, h, w).numpy(),
-        _gaussian_taps(_window_size(h, w)),
+        _compiled_taps(_window_size(h, w)),
         (SSIM_K1 * r) ** 2,
         (SSIM_K2 * r) ** 2,
+        0.5 * r,
     )
-    out = torch.from_numpy(planes).view(n, c, 2).to(x.dtype)
-    return out[..., 0], out[..., 1]
+    out = torch.from_numpy(planes).to(x.dtype)  # [N * C, 2]
+    return out[:, 0].view(n, c), out[:, 1].view(n, c)
+
+
+@cache
+def _compiled_taps(win: int) -> tuple[float, ...]:
+    """:func:`_gaussian_taps` as a tuple, computed once per window size."""
+    return tuple(_gaussian_taps(win))
 
 
 def _ssim_maps_torch(x: Tensor, y: Tensor, r: float) -> tuple[Tensor, Tensor]:

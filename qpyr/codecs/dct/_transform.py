@@ -180,6 +180,33 @@ def _finish(blocks: torch.Tensor, h: int, w: int, dtype: torch.dtype) -> torch.T
     return src.to(torch.uint8).reshape(npl, by * 8, bx * 8)[:, :h, :w]
 
 
+def _reconstruct_cpu(payload: DctCoefficients, u8: bool) -> np.ndarray:
+    """The compiled CPU reconstruction (:mod:`qpyr._kernels.idct`, imported on first use):
+    C-contiguous ``[C, H, W]``, ``uint8`` (``u8``) or unrounded ``float32``, in [0, 255]."""
+    from qpyr._kernels import idct
+
+    c, h, w = payload.shape
+    out = np.empty((c, h, w), np.uint8 if u8 else np.float32)
+    shift = np.float32(128.5 if u8 else 128.0)
+    d = idct.basis()
+    tabs = [np.ascontiguousarray(payload.tables[i], dtype=np.float32) for i in payload.plane_table]
+    # Frequency-major planes (entropy="fast": views of [64, by, bx] arrays) go in as those
+    # arrays, anything else as C-contiguous [by, bx, 64].
+    planes = payload.planes
+    fm = all(p.transpose(2, 0, 1).flags.c_contiguous and not p.flags.c_contiguous for p in planes)
+    ps = [p.transpose(2, 0, 1) if fm else np.ascontiguousarray(p, dtype=np.int16) for p in planes]
+    if fm and any(p.dtype != np.int16 for p in ps):
+        ps = [p.astype(np.int16) for p in ps]
+    if not payload.ycbcr:
+        for i, p in enumerate(ps):
+            idct.reconstruct_plane(p, fm, tabs[i], shift, d, out[i])
+    elif payload.chroma420:
+        idct.reconstruct_ycbcr420(ps[0], ps[1], ps[2], fm, tabs[0], tabs[1], shift, d, out)
+    else:
+        idct.reconstruct_ycbcr444(ps[0], ps[1], ps[2], fm, tabs[0], tabs[1], shift, d, out)
+    return out
+
+
 def reconstruct(
     payload: DctCoefficients | JfifStream, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
@@ -194,6 +221,14 @@ def reconstruct(
     dev = torch.device(device)
     if isinstance(payload, JfifStream):
         return _jfif_reconstruct(payload, dev, dtype)
+    if dev.type == "cpu":
+        return torch.from_numpy(_reconstruct_cpu(payload, dtype == torch.uint8))
+    return _reconstruct_torch(payload, dev, dtype)
+
+
+def _reconstruct_torch(payload: DctCoefficients, dev: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The torch reconstruction, any device (one GEMM per table, spec §5): what
+    :func:`reconstruct` runs off the CPU; on the CPU, the compiled kernel's cross-check."""
     c, h, w = payload.shape
     shift = 128.5 if dtype == torch.uint8 else 128.0
     tabs, pt = payload.tables, payload.plane_table

@@ -132,7 +132,7 @@ def test_saliency_store_fills_pruned_tiles_from_coarser_level(crop, tmp_path):
     mask = torch.from_numpy(np.kron(cm == 0, np.ones((16, 16), bool))[:96, :112])
     assert mask.any() and torch.equal(got[0][:, mask], up[:, mask]) and float(got[0][:, mask].min()) > 0.5
     assert torch.allclose(got[0], ref, atol=0.05)
-    assert abs(s.item_info(1)["levels"][0]["ssim"] - encoded[0].ssim) < 1e-6
+    assert abs(s.item_info(1)["levels"][0]["ssim"] - encoded[0].ssim) < 1e-5
     region = s.read(1, region=(8, 8, 60, 70))
     assert torch.equal(region[0], got[0][:, 8:60, 8:70])
     batch = s.read_batch([0, 1], 0)

@@ -211,7 +211,10 @@ def bench_equal_ssim(img: np.ndarray, target: float, repeat: int) -> None:
 
             q, data = _min_quality(enc, img, target)
             codec = dct.DctCodec(quality=q, chroma=ch, entropy=entropy, family="ssim")  # type: ignore[arg-type]
-            t = _best(_outputs(pil, lambda codec=codec, data=data: codec.decode(data, chunk.shape)), repeat)
+            def dec(codec: dct.DctCodec = codec, data: bytes = data) -> np.ndarray:
+                return codec.decode(data, chunk.shape)
+
+            t = _best(_outputs(pil, dec), repeat)
             print(_line(f"dct {entropy} {ch} ssim q{q}", t["decode"], "Pillow JPEG", t["peer"],
                         _layouts(t) + f" | bytes {len(data):,} = {len(data) / len(blob):.3f}x JPEG"))
 

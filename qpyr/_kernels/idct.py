@@ -1,22 +1,27 @@
 """``qpyr.dct`` reconstruction on CPU, compiled with numba: coefficients to pixels in one pass.
 
 Imported on first use by :mod:`qpyr.codecs.dct._transform` (this module imports numba at its
-top). Input planes are ``int16 [by, bx, 64]`` quantised coefficients in natural order, of any
-strides (``entropy="fast"`` hands views of frequency-major ``[64, by, bx]`` arrays); output is
-a C-contiguous ``[C, H, W]`` array, ``float32`` (unrounded) or ``uint8`` (``floor(x + 1/2)``),
-clamped to [0, 255]. The maths is spec/codecs/dct.md §5 and spec/codecs/ycbcr420.md §5.
+top). Input planes are ``int16 [by, bx, 64]`` quantised coefficients in natural order,
+C-contiguous, or (``fm``) the frequency-major ``[64, by, bx]`` arrays that ``entropy="fast"``
+decodes to; output is a C-contiguous ``[C, H, W]`` array, ``float32`` (unrounded) or ``uint8``
+(``floor(x + 1/2)``), clamped to [0, 255]. The maths is spec/codecs/dct.md §5 and
+spec/codecs/ycbcr420.md §5; that page lists this kernel's order of operations.
 
 Work goes one block row at a time (8 luma rows; 16 with 4:2:0) through strips of a few tens
 of kB, so every intermediate stays in L1/L2 and the output is written once:
 
-1. per block, ``c = float32(q) * float32(T)`` (dequantisation), then the separable IDCT with
-   the float32 basis ``d[k][n]`` (spec §5): a row pass ``r[u][x] = Σ_v c[u][v] d[v][x]`` and a
-   column pass ``p[y][x] = Σ_u d[u][y] r[u][x]``, each sum from the lowest frequency up, into
-   the strip. Coefficients past the last nonzero one of a row, and rows past the last nonzero
-   row, are skipped: they would only add exact zeros, so the skipped and the full sums are
-   the same bits (most blocks at usual qualities have a handful of low-frequency terms);
-2. planes that are not YCbCr: ``clamp(p + shift, 0, 255)`` into the output row;
-3. YCbCr: chroma (4:2:0: upsampled first, below) through the colour matrix, ``R = 1.402 cr +
+1. row pass (:func:`_rows`), per block and nonzero coefficient row ``u``: ``c = float32(q) *
+   float32(T)`` (dequantisation), then with the float32 basis ``d`` (spec §5) and its symmetry
+   ``d[v][7 - x] = (-1)^v d[v][x]`` the even and odd halves ``e[x]``, ``o[x]`` (``x < 4``) of
+   ``sum over v of c[v] d[v][x]``, up to the row's last nonzero coefficient, and ``r[x] = e + o``,
+   ``r[7 - x] = e - o``, into a strip ``rs[u, 8 bj + x]``. Scalar code: numba leaves LLVM's SLP
+   vectoriser off, and at usual qualities a block has a handful of low-frequency terms
+   (astronaut q75: 10 per luma block, 2-3 per chroma block);
+2. column pass (:func:`_columns`) on whole strip rows, which LLVM's loop vectoriser handles:
+   the same even/odd form over ``u``, rows past the highest one nonzero in any block of the
+   strip left out (they would add exact zeros: skipping changes no bit);
+3. planes that are not YCbCr: ``clamp(p + shift, 0, 255)`` into the output row;
+   YCbCr: chroma (4:2:0: upsampled first, below) through the colour matrix, ``R = 1.402 cr +
    y``, ``G = (-0.344136286 cb + -0.714136286 cr) + y``, ``B = 1.772 cb + y`` with ``y = p_Y +
    shift``, clamped; ``shift`` is 128, or 128.5 for ``uint8`` output, whose conversion then
    truncates (the floor of the clamped value);
